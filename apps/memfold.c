@@ -1,0 +1,35 @@
+/* The memfold command: argument parsing and subcommand dispatch, nothing else. */
+#include <stdio.h>
+#include <string.h>
+
+#include "apps/commands.h"
+
+static const mf_command commands[] = {
+    {"version", "print the version and build configuration", mf_cmd_version},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: memfold <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n'memfold <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) return mf_cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "memfold: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,40 @@
+#include "core/context.h"
+
+#include <string.h>
+
+#ifdef MF_HAVE_CUDA
+#include "core/cuda/cuda_backend.h"
+#endif
+
+int mf_cuda_available(void)
+{
+#ifdef MF_HAVE_CUDA
+    return mf_cuda_device_count() > 0;
+#else
+    return 0;
+#endif
+}
+
+mf_status mf_ctx_init(mf_ctx *ctx, mf_device device, mf_arena *arena)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->device = device;
+    ctx->arena = arena;
+    ctx->policy = mf_policy_default();
+    MF_REQUIRE(arena && arena->device == device, "context and its arena must be on one device");
+    if (device == MF_DEV_CPU) return mf_dnnl_create(&ctx->dnnl);
+#ifdef MF_HAVE_CUDA
+    return mf_cuda_state_create(&ctx->cuda);
+#else
+    return MF_ERROR(MF_ERR_UNSUPPORTED, "memfold was built without CUDA (MEMFOLD_CUDA=OFF)");
+#endif
+}
+
+void mf_ctx_destroy(mf_ctx *ctx)
+{
+    if (ctx->dnnl) mf_dnnl_destroy(ctx->dnnl);
+#ifdef MF_HAVE_CUDA
+    if (ctx->cuda) mf_cuda_state_destroy(ctx->cuda);
+#endif
+    memset(ctx, 0, sizeof *ctx);
+}

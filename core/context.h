@@ -1,0 +1,34 @@
+/* The execution context: device, activation arena, memory policy and backend handles. Created once
+ * and passed to every op; model code never looks at the backend. */
+#ifndef MF_CORE_CONTEXT_H
+#define MF_CORE_CONTEXT_H
+
+#include <stdint.h>
+
+#include "core/tensor.h"
+#include "memopt/arena.h"
+#include "memopt/policy.h"
+
+struct mf_dnnl_state; /* core/cpu/dnnl_matmul.c: engine, stream, primitive cache */
+struct mf_cuda_state; /* core/cuda: stream, cuBLAS/cuBLASLt handles */
+
+typedef struct mf_ctx {
+    mf_device device;
+    mf_arena *arena; /* activations and op workspaces, on `device` */
+    mf_policy policy;
+    uint64_t seed; /* for counter-based dropout */
+    struct mf_dnnl_state *dnnl;
+    struct mf_cuda_state *cuda;
+} mf_ctx;
+
+mf_status mf_ctx_init(mf_ctx *ctx, mf_device device, mf_arena *arena);
+void mf_ctx_destroy(mf_ctx *ctx);
+
+/* Whether a CUDA device can be used (compiled in and a GPU present). */
+int mf_cuda_available(void);
+
+/* Backend hooks used by mf_ctx_init/destroy. */
+mf_status mf_dnnl_create(struct mf_dnnl_state **out);
+void mf_dnnl_destroy(struct mf_dnnl_state *s);
+
+#endif
