@@ -19,6 +19,12 @@ void mf_test_fail(const char *fmt, ...)
     g_failures++;
 }
 
+void mf_test_count(bool ok)
+{
+    g_checks++;
+    if (!ok) g_check_failures++;
+}
+
 int mf_test_failures(void)
 {
     return g_failures;
