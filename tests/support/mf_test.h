@@ -23,17 +23,24 @@ int mf_test_finish(const char *test_name);
 /* Prints the reason and returns MF_TEST_SKIP (for `return mf_test_skip("no GPU");`). */
 int mf_test_skip(const char *why);
 
+/* Counts one check (for the closing "N passed, M failed" line); failed checks also call
+ * mf_test_fail with their message. */
+void mf_test_count(bool ok);
+
 /* Fails the test (and prints the message) when a memfold call fails. */
 #define MF_TEST_OK(expr)                                                                           \
     do {                                                                                           \
         mf_status mf_t_s_ = (expr);                                                                \
+        mf_test_count(mf_t_s_ == MF_OK);                                                           \
         if (mf_t_s_ != MF_OK)                                                                      \
             mf_test_fail("%s:%d: %s failed: %s", __FILE__, __LINE__, #expr, mf_last_error());      \
     } while (0)
 
 #define MF_TEST_TRUE(cond, ...)                                                                    \
     do {                                                                                           \
-        if (!(cond)) mf_test_fail(__VA_ARGS__);                                                    \
+        bool mf_t_ok_ = (cond);                                                                    \
+        mf_test_count(mf_t_ok_);                                                                   \
+        if (!mf_t_ok_) mf_test_fail(__VA_ARGS__);                                                  \
     } while (0)
 
 /* Element-wise: every i must satisfy |a-b| <= atol + rtol*|b| (b is the reference); NaN fails.
