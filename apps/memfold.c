@@ -5,6 +5,8 @@
 #include "apps/commands.h"
 
 static const mf_command commands[] = {
+    {"verify", "check modules against reference vectors (shared/testvectors/modules)",
+     mf_cmd_verify},
     {"version", "print the version and build configuration", mf_cmd_version},
 };
 

@@ -25,10 +25,11 @@ typedef struct {
 /* Builds a tensor header over existing memory; dims beyond ndim are ignored. */
 mf_tensor mf_tensor_make(void *data, mf_dtype dtype, mf_device device, int ndim,
                          const int64_t *shape);
-/* Convenience for up to four literal dims (pass ndim dims, the rest ignored). */
+/* Convenience for 1..4 literal dims: mf_tensor_f32(p, 3, S, N, C) is a CPU f32 tensor. */
 mf_tensor mf_tensor_4(void *data, mf_dtype dtype, mf_device device, int ndim, int64_t d0,
                       int64_t d1, int64_t d2, int64_t d3);
-#define mf_tensor_f32(ptr, ndim, ...) mf_tensor_4((ptr), MF_F32, MF_DEV_CPU, (ndim), __VA_ARGS__)
+#define mf_tensor_f32(ptr, ndim, ...)                                                              \
+    mf_tensor_make((ptr), MF_F32, MF_DEV_CPU, (ndim), (const int64_t[MF_MAX_DIMS]){__VA_ARGS__})
 
 int64_t mf_tensor_numel(const mf_tensor *t);
 size_t mf_tensor_bytes(const mf_tensor *t);

@@ -1,0 +1,64 @@
+#include "model/module_verify.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Module name -> verifier. Modules register here as they are implemented. */
+typedef struct {
+    const char *module;
+    mf_module_verifier run;
+} verifier_entry;
+
+static const verifier_entry verifiers[] = {
+    {NULL, NULL},
+};
+
+mf_module_verifier mf_find_module_verifier(const char *module)
+{
+    for (const verifier_entry *e = verifiers; e->module; e++)
+        if (!strcmp(e->module, module)) return e->run;
+    return NULL;
+}
+
+const char *const *mf_verified_modules(void)
+{
+    static const char *names[sizeof verifiers / sizeof verifiers[0]];
+    int n = 0;
+    for (const verifier_entry *e = verifiers; e->module; e++) names[n++] = e->module;
+    names[n] = NULL;
+    return names;
+}
+
+mf_status mf_verify_compare(mf_verify_report *report, const mf_module_vectors *v, const char *group,
+                            const char *name, const float *cand, int64_t n)
+{
+    const mf_array_set *set = !strcmp(group, "outputs")         ? &v->outputs
+                              : !strcmp(group, "grads_inputs")  ? &v->grads_inputs
+                              : !strcmp(group, "grads_weights") ? &v->grads_weights
+                                                                : NULL;
+    MF_REQUIRE(set, "unknown reference group '%s'", group);
+    const mf_h5_array *ref = mf_array_set_find(set, name);
+    if (!ref) return MF_ERROR(MF_ERR_FORMAT, "%s: dataset %s/%s missing", v->path, group, name);
+    if (mf_h5_array_numel(ref) != n)
+        return MF_ERROR(MF_ERR_INVALID, "%s: %s/%s has %lld elements, the module produced %lld",
+                        v->path, group, name, (long long)mf_h5_array_numel(ref), (long long)n);
+    MF_REQUIRE(report->count < MF_VERIFY_MAX_ITEMS, "verify report full");
+    mf_verify_item *it = &report->items[report->count++];
+    snprintf(it->name, sizeof it->name, "%s/%s", group, name);
+    const mf_skip_rows *skip = mf_module_vectors_skip(v, it->name);
+    int64_t row_len = ref->ndim > 0 && ref->shape[0] ? n / ref->shape[0] : n;
+    double abs_scale = !strcmp(group, "grads_weights") && mf_module_vectors_is_absolute(v, name)
+                           ? v->grad_scale
+                           : 0.0;
+    it->result = mf_compare_maxrel(cand, ref->data, n, row_len, skip ? skip->rows : NULL,
+                                   skip ? skip->count : 0, v->rtol, abs_scale);
+    return MF_OK;
+}
+
+bool mf_verify_report_pass(const mf_verify_report *r)
+{
+    if (r->count == 0) return false;
+    for (int i = 0; i < r->count; i++)
+        if (!r->items[i].result.pass) return false;
+    return true;
+}
