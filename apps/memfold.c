@@ -5,6 +5,7 @@
 #include "apps/commands.h"
 
 static const mf_command commands[] = {
+    {"config", "list presets, print or write a configuration", mf_cmd_config},
     {"verify", "check modules against reference vectors (shared/testvectors/modules)",
      mf_cmd_verify},
     {"version", "print the version and build configuration", mf_cmd_version},
