@@ -1,0 +1,10 @@
+/* Benchmarks linked into the memfold command (`memfold bench <name>`). Each takes (argc, argv)
+ * with argv[0] = its name and returns the exit code: 0 success, 1 failure, 2 usage error. */
+#ifndef MF_BENCH_BENCH_H
+#define MF_BENCH_BENCH_H
+
+/* Matrix products through mf_matmul (oneDNN on the CPU) for AF2-typical shapes, f32 and bf16
+ * compute: GFLOP/s table on stdout, --csv FILE for a CSV copy, --reps N timed runs. */
+int mf_bench_matmul(int argc, char **argv);
+
+#endif
