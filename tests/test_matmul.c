@@ -557,6 +557,35 @@ static void test_errors(mf_ctx *ctx)
     expect_invalid("mf_matmul NULL a", mf_matmul(ctx, &c, NULL, false, &b3, false, 1, 0), "a");
 }
 
+/* A workspace that does not fit the arena is a clear MF_ERR_NOMEM naming its label, and the
+ * arena is left as it was. */
+static void test_arena_too_small(void)
+{
+    mf_ctx ctx;
+    mf_arena arena;
+    MF_TEST_OK(mf_test_ctx_cpu(&ctx, &arena, 4096));
+    if (mf_test_failures()) return;
+    const int64_t M = 128, N = 256, K = 384;
+    float *a = calloc((size_t)(M * K), sizeof(float)), *b = calloc((size_t)(K * N), sizeof(float));
+    float *c = calloc((size_t)(M * N), sizeof(float));
+    /* a stored transposed: oneDNN then asks for a scratchpad (~190 KiB) to repack it in f32 */
+    mf_tensor ta = t3(a, 1, K, M), tb = t3(b, 1, K, N), tc = t3(c, 1, M, N);
+    for (int p = 0; p < 2; p++) {
+        ctx.policy.compute = p ? MF_BF16 : MF_F32;
+        const char *label = p ? "matmul bf16 inputs" : "dnnl scratchpad";
+        mf_status st = mf_matmul(&ctx, &tc, &ta, true, &tb, false, 1, 0);
+        const char *msg = st ? mf_last_error() : "";
+        bool ok = st == MF_ERR_NOMEM && strstr(msg, label) && mf_arena_used(&arena) == 0;
+        printf("  %s 128x256x384 aT in a 4 KiB arena -> %s: %s  %s\n",
+               mf_dtype_name(ctx.policy.compute), mf_status_name(st), msg, ok ? "ok" : "FAIL");
+        MF_TEST_TRUE(ok, "%s product in a 4 KiB arena: expected MF_ERR_NOMEM naming '%s'",
+                     mf_dtype_name(ctx.policy.compute), label);
+        mf_clear_error();
+    }
+    free(a), free(b), free(c);
+    mf_test_ctx_free(&ctx, &arena);
+}
+
 int main(void)
 {
     mf_ctx ctx;
@@ -576,6 +605,8 @@ int main(void)
     test_cache(&ctx);
     printf("shape errors:\n");
     test_errors(&ctx);
+    printf("workspaces larger than the arena:\n");
+    test_arena_too_small();
     MF_TEST_TRUE(mf_arena_used(&arena) == 0, "arena not empty at the end: %zu bytes",
                  mf_arena_used(&arena));
     mf_test_ctx_free(&ctx, &arena);
