@@ -1,7 +1,6 @@
 /* Tensor-level matrix products (core/ops.h): shape checks, then strided products through the CPU
- * backend (core/cpu/cpu_backend.h). Transposes are strides, never copies; backward passes
- * accumulate with beta = 1 so gradient buffers are never read twice or copied. */
-#include <stdlib.h>
+ * backend (core/cpu/cpu_backend.h). Transposes are strides, never copies; backward passes add
+ * into the gradients through oneDNN's sum post-op (beta = 1), so no temporary gradient exists. */
 #include <string.h>
 
 #include "core/cpu/cpu_backend.h"
