@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "structure_module/verify_structure.h"
+
 /* Module name -> verifier. Modules register here as they are implemented. */
 typedef struct {
     const char *module;
@@ -10,6 +12,10 @@ typedef struct {
 } verifier_entry;
 
 static const verifier_entry verifiers[] = {
+    {"backbone_update", mf_verify_backbone_update},
+    {"fape_clamped", mf_verify_fape},
+    {"fape_unclamped", mf_verify_fape},
+    {"structure_module_transition", mf_verify_structure_module_transition},
     {NULL, NULL},
 };
 
