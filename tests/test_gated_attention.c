@@ -10,8 +10,11 @@
  *  3. the inference path (saved NULL) against the training path's output (bitwise), the arena
  *     back at its mark (training: exactly the saved tensors left), a smaller peak when chunked;
  *  4. bf16 compute and bf16 storage of the saved activations against f32;
- *  5. an arena too small: out of memory reported, nothing left allocated. */
+ *  5. an arena too small: out of memory reported, nothing left allocated;
+ *  6. Alg. 7 composed around it against the msa_row_attention_with_pair_bias module vector. */
 #include "core/ref/ref.h"
+#include "data/testvector.h"
+#include "model/module_verify.h"
 #include "tests/support/mf_test.h"
 
 #include <math.h>
@@ -521,6 +524,124 @@ static void test_out_of_memory(void)
     ga_free(&c);
 }
 
+/* 6. Alg. 7 as a whole against shared/testvectors/modules/msa_row_attention_with_pair_bias.h5
+ * (OpenFold, float32, rtol of the file): query_norm and feat_2d_norm layer norms (haiku eps 1e-5),
+ * the pair bias einsum('qkc,ch->hqk', z, feat_2d_weights), AF2's 1e9 mask bias and the gated
+ * attention above, forward and backward. The attention cannot be checked alone with this file. */
+static void test_module_vector(mf_ctx *ctx)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/testvectors/modules/msa_row_attention_with_pair_bias.h5",
+             mf_test_shared_dir());
+    mf_module_vectors v;
+    int failures_before = mf_test_failures();
+    if (mf_module_vectors_load(path, &v) != MF_OK) {
+        mf_test_fail("cannot load %s: %s", path, mf_last_error());
+        return;
+    }
+    const int64_t S = 5, N = 7, Cm = 32, Cz = 16, H = 4, D = 8;
+    const char *wn[] = {"attention||query_w",  "attention||key_w",     "attention||value_w",
+                        "attention||gating_w", "attention||gating_b",  "attention||output_w",
+                        "attention||output_b", "query_norm||scale",    "query_norm||offset",
+                        "feat_2d_norm||scale", "feat_2d_norm||offset", "|feat_2d_weights"};
+    enum { NWV = 12 };
+    const mf_h5_array *w[NWV], *m, *z, *msk, *gout;
+    int64_t sm[3] = {S, N, Cm}, sz[3] = {N, N, Cz}, smask[2] = {S, N};
+    for (int i = 0; i < NWV; i++)
+        MF_TEST_OK(mf_array_set_get(&v, &v.weights, "weights", wn[i], -1, NULL, &w[i]));
+    MF_TEST_OK(mf_array_set_get(&v, &v.inputs, "inputs", "m", 3, sm, &m));
+    MF_TEST_OK(mf_array_set_get(&v, &v.inputs, "inputs", "z", 3, sz, &z));
+    MF_TEST_OK(mf_array_set_get(&v, &v.inputs, "inputs", "msa_mask", 2, smask, &msk));
+    MF_TEST_OK(mf_array_set_get(&v, &v.grad_outputs, "grad_outputs", "update", 3, sm, &gout));
+    if (mf_test_failures() > failures_before) {
+        mf_module_vectors_free(&v);
+        return;
+    }
+    float *dw[NWV];
+    for (int i = 0; i < NWV; i++) dw[i] = falloc(mf_h5_array_numel(w[i]));
+    float *m_ln = falloc(S * N * Cm), *m_mean = falloc(S * N), *m_rstd = falloc(S * N),
+          *z_ln = falloc(N * N * Cz), *z_mean = falloc(N * N), *z_rstd = falloc(N * N),
+          *b_qkh = falloc(N * N * H), *b_hqk = falloc(H * N * N), *upd = falloc(S * N * Cm),
+          *dm_ln = falloc(S * N * Cm), *dm = falloc(S * N * Cm), *dz_ln = falloc(N * N * Cz),
+          *dz = falloc(N * N * Cz), *db_hqk = falloc(H * N * N), *db_qkh = falloc(N * N * H);
+    mf_tensor tm = mf_tensor_f32(m->data, 3, S, N, Cm), tz = mf_tensor_f32(z->data, 3, N, N, Cz),
+              tmask = mf_tensor_f32(msk->data, 2, S, N),
+              tgout = mf_tensor_f32(gout->data, 3, S, N, Cm);
+    mf_tensor tm_ln = mf_tensor_f32(m_ln, 3, S, N, Cm), tm_mean = mf_tensor_f32(m_mean, 1, S * N),
+              tm_rstd = mf_tensor_f32(m_rstd, 1, S * N), tz_ln = mf_tensor_f32(z_ln, 3, N, N, Cz),
+              tz_mean = mf_tensor_f32(z_mean, 1, N * N), tz_rstd = mf_tensor_f32(z_rstd, 1, N * N);
+    mf_tensor tq_s = mf_tensor_f32(w[7]->data, 1, Cm), tq_o = mf_tensor_f32(w[8]->data, 1, Cm),
+              tf_s = mf_tensor_f32(w[9]->data, 1, Cz), tf_o = mf_tensor_f32(w[10]->data, 1, Cz),
+              tf_w = mf_tensor_f32(w[11]->data, 2, Cz, H);
+    mf_tensor tb_qkh = mf_tensor_f32(b_qkh, 3, N * N, H, 1),
+              tb_hqk3 = mf_tensor_f32(b_hqk, 3, H, N * N, 1),
+              tb_hqk = mf_tensor_f32(b_hqk, 3, H, N, N), tz2 = mf_tensor_f32(z_ln, 2, N * N, Cz),
+              tb2 = mf_tensor_f32(b_qkh, 2, N * N, H), tupd = mf_tensor_f32(upd, 3, S, N, Cm);
+    mf_attention_params p = {0}, dp = {0};
+    mf_tensor *pf[7] = {&p.query_w,  &p.key_w,    &p.value_w, &p.gating_w,
+                        &p.gating_b, &p.output_w, &p.output_b};
+    mf_tensor *dpf[7] = {&dp.query_w,  &dp.key_w,    &dp.value_w, &dp.gating_w,
+                         &dp.gating_b, &dp.output_w, &dp.output_b};
+    for (int i = 0; i < 7; i++) {
+        *pf[i] = mf_tensor_make(w[i]->data, MF_F32, MF_DEV_CPU, w[i]->ndim, w[i]->shape);
+        *dpf[i] = mf_tensor_make(dw[i], MF_F32, MF_DEV_CPU, w[i]->ndim, w[i]->shape);
+    }
+    p.gated = dp.gated = true;
+    MF_TEST_TRUE(p.query_w.ndim == 3 && p.query_w.shape[1] == H && p.query_w.shape[2] == D,
+                 "query_w is not [%lld, %lld, %lld]", (long long)Cm, (long long)H, (long long)D);
+
+    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    mf_attention_saved saved;
+    /* Alg. 7 lines 1-4 */
+    MF_TEST_OK(mf_layer_norm_forward(ctx, &tm_ln, &tm_mean, &tm_rstd, &tm, &tq_s, &tq_o, 1e-5f));
+    MF_TEST_OK(mf_layer_norm_forward(ctx, &tz_ln, &tz_mean, &tz_rstd, &tz, &tf_s, &tf_o, 1e-5f));
+    MF_TEST_OK(mf_linear_forward(ctx, &tb2, &tz2, &tf_w, NULL, false));
+    MF_TEST_OK(mf_transpose01(ctx, &tb_hqk3, &tb_qkh, false));
+    /* lines 5-7 */
+    MF_TEST_OK(
+        mf_gated_attention_forward(ctx, &tupd, &saved, &tm_ln, &tm_ln, &tb_hqk, &tmask, &p, false));
+    mf_tensor tdm_ln = mf_tensor_f32(dm_ln, 3, S, N, Cm),
+              tdb_hqk = mf_tensor_f32(db_hqk, 3, H, N, N),
+              tdb_hqk3 = mf_tensor_f32(db_hqk, 3, H, N * N, 1),
+              tdb_qkh = mf_tensor_f32(db_qkh, 3, N * N, H, 1),
+              tdb2 = mf_tensor_f32(db_qkh, 2, N * N, H), tdz2 = mf_tensor_f32(dz_ln, 2, N * N, Cz),
+              tdz_ln = mf_tensor_f32(dz_ln, 3, N, N, Cz), tdm = mf_tensor_f32(dm, 3, S, N, Cm),
+              tdz = mf_tensor_f32(dz, 3, N, N, Cz);
+    mf_tensor tdq_s = mf_tensor_f32(dw[7], 1, Cm), tdq_o = mf_tensor_f32(dw[8], 1, Cm),
+              tdf_s = mf_tensor_f32(dw[9], 1, Cz), tdf_o = mf_tensor_f32(dw[10], 1, Cz),
+              tdf_w = mf_tensor_f32(dw[11], 2, Cz, H);
+    MF_TEST_OK(mf_gated_attention_backward(ctx, &tdm_ln, &tdm_ln, &tdb_hqk, &dp, &tgout, &saved,
+                                           &tm_ln, &tm_ln, &tb_hqk, &tmask, &p));
+    mf_arena_release(ctx->arena, mark);
+    MF_TEST_OK(mf_transpose01(ctx, &tdb_qkh, &tdb_hqk3, false));
+    MF_TEST_OK(mf_linear_backward(ctx, &tdz2, &tdf_w, NULL, &tdb2, &tz2, &tf_w));
+    MF_TEST_OK(
+        mf_layer_norm_backward(ctx, &tdz, &tdf_s, &tdf_o, &tdz_ln, &tz, &tz_mean, &tz_rstd, &tf_s));
+    MF_TEST_OK(
+        mf_layer_norm_backward(ctx, &tdm, &tdq_s, &tdq_o, &tdm_ln, &tm, &tm_mean, &tm_rstd, &tq_s));
+
+    mf_verify_report rep = {0};
+    MF_TEST_OK(mf_verify_compare(&rep, &v, "outputs", "update", upd, S * N * Cm));
+    MF_TEST_OK(mf_verify_compare(&rep, &v, "grads_inputs", "m", dm, S * N * Cm));
+    MF_TEST_OK(mf_verify_compare(&rep, &v, "grads_inputs", "z", dz, N * N * Cz));
+    for (int i = 0; i < NWV; i++)
+        MF_TEST_OK(
+            mf_verify_compare(&rep, &v, "grads_weights", wn[i], dw[i], mf_h5_array_numel(w[i])));
+    for (int i = 0; i < rep.count; i++) {
+        const mf_compare_result *r = &rep.items[i].result;
+        printf("  Alg. 7 vector %-36s %s=%.3e  tol=%.0e  %s\n", rep.items[i].name,
+               r->absolute ? "max|d|/grad_scale" : "max|d|/max|ref|", r->rel, r->tol,
+               r->pass ? "ok" : "FAIL");
+        MF_TEST_TRUE(r->pass, "Alg. 7 vector %s: %.3e > %.0e%s", rep.items[i].name, r->rel, r->tol,
+                     r->nan ? " (NaN)" : "");
+    }
+    for (int i = 0; i < NWV; i++) free(dw[i]);
+    float *bufs[] = {m_ln, m_mean, m_rstd, z_ln,  z_mean, z_rstd, b_qkh, b_hqk,
+                     upd,  dm_ln,  dm,     dz_ln, dz,     db_hqk, db_qkh};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    mf_module_vectors_free(&v);
+}
+
 int main(void)
 {
     for (int gated = 1; gated >= 0; gated--)
@@ -532,6 +653,7 @@ int main(void)
     if (mf_test_failures() == 0)
         for (int gated = 1; gated >= 0; gated--)
             for (int self = 0; self < 2; self++) test_cpu(&ctx, gated, self);
+    test_module_vector(&ctx);
     mf_test_ctx_free(&ctx, &arena);
     test_out_of_memory();
     return mf_test_finish("test_gated_attention");
