@@ -1,5 +1,5 @@
-/* C-callable entry points of the CUDA backend (implemented in core/cuda/*.cu). Only compiled and
- * used when MF_HAVE_CUDA is defined. */
+/* C-callable entry points of the CUDA backend (implemented in the .cu files of core/cuda). Only
+ * compiled and used when MF_HAVE_CUDA is defined. */
 #ifndef MF_CORE_CUDA_CUDA_BACKEND_H
 #define MF_CORE_CUDA_CUDA_BACKEND_H
 
@@ -25,6 +25,10 @@ mf_status mf_cuda_state_create(struct mf_cuda_state **out);
 void mf_cuda_state_destroy(struct mf_cuda_state *s);
 /* Free and total device memory (cudaMemGetInfo). */
 mf_status mf_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* Waits for every op queued on the state's stream (timing, benchmarks); NULL is a no-op. */
+mf_status mf_cuda_synchronize(const struct mf_cuda_state *s);
+/* Device bytes the state holds outside any arena (cuBLAS's fixed workspace), for memory tables. */
+size_t mf_cuda_state_workspace_bytes(const struct mf_cuda_state *s);
 
 #ifdef __cplusplus
 }
