@@ -25,6 +25,18 @@ static mf_status check_dims(const mf_tensor *t, const char *name, int ndim, cons
     return MF_OK;
 }
 
+/* Every tensor given (NULL or data-less entries skipped) lives on the context's device. */
+static mf_status check_devices(const mf_ctx *ctx, const char *op, const mf_tensor *const *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (t[i] && t[i]->data && t[i]->device != ctx->device) {
+            char buf[96];
+            return MF_ERROR(MF_ERR_INVALID, "%s: tensor %d (%s) is not on the context's device", op,
+                            i, mf_tensor_describe(t[i], buf, sizeof buf));
+        }
+    return MF_OK;
+}
+
 /* Shapes of the core: q, out [B, Q, H, D]; k, v [B, K, H, D]; bias [H, Q, K]; mask [B, K];
  * lse [B, H, Q]. */
 static mf_status check_core(const mf_tensor *q, const mf_tensor *k, const mf_tensor *v,
@@ -67,6 +79,8 @@ mf_status mf_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_tensor *lse, cons
     MF_TRY(check_core(q, k, v, bias, mask, lse));
     MF_TRY(mf_check_tensor(out, "out", MF_F32, 4));
     MF_TRY(check_dims(out, "out", 4, q->shape));
+    const mf_tensor *all[7] = {out, lse, q, k, v, bias, mask};
+    MF_TRY(check_devices(ctx, "mf_attention_forward", all, 7));
     MF_DISPATCH_CUDA(ctx, attention_forward, out, lse, q, k, v, bias, mask, scale);
     return mf_cpu_attention_forward(ctx, out, lse, q, k, v, bias, mask, scale);
 }
@@ -91,6 +105,8 @@ mf_status mf_attention_backward(mf_ctx *ctx, mf_tensor *dq, mf_tensor *dk, mf_te
         MF_TRY(mf_check_tensor(dbias, "dbias", MF_F32, 3));
         MF_TRY(check_dims(dbias, "dbias", 3, bshape));
     }
+    const mf_tensor *all[13] = {dq, dk, dv, dbias, dout, out, lse, q, k, v, bias, mask, NULL};
+    MF_TRY(check_devices(ctx, "mf_attention_backward", all, 12));
     MF_DISPATCH_CUDA(ctx, attention_backward, dq, dk, dv, dbias, dout, out, lse, q, k, v, bias,
                      mask, scale);
     return mf_cpu_attention_backward(ctx, dq, dk, dv, dbias, dout, out, lse, q, k, v, bias, mask,
@@ -188,6 +204,10 @@ mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_s
     int64_t oshape[3] = {d.B, d.Q, d.Cout};
     MF_TRY(mf_check_tensor(out, "out", MF_F32, 3));
     MF_TRY(check_dims(out, "out", 3, oshape));
+    const mf_tensor *all[12] = {out,          q_x,          kv_x,         bias,
+                                &p->query_w,  &p->key_w,    &p->value_w,  &p->gating_w,
+                                &p->gating_b, &p->output_w, &p->output_b, mask};
+    MF_TRY(check_devices(ctx, "mf_gated_attention_forward", all, 12));
     MF_DISPATCH_CUDA(ctx, gated_attention_forward, out, saved, q_x, kv_x, bias, mask, p,
                      accumulate);
 
@@ -344,6 +364,10 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         MF_TRY(mf_check_tensor(dbias, "dbias", MF_F32, 3));
         MF_TRY(check_dims(dbias, "dbias", 3, bs));
     }
+    const mf_tensor *all[13] = {dq_x,        dkv_x,        dbias,    dout,        q_x,
+                                kv_x,        bias,         mask,     &p->query_w, &p->key_w,
+                                &p->value_w, &p->output_w, &saved->q};
+    MF_TRY(check_devices(ctx, "mf_gated_attention_backward", all, 13));
     MF_DISPATCH_CUDA(ctx, gated_attention_backward, dq_x, dkv_x, dbias, dp, dout, saved, q_x, kv_x,
                      bias, mask, p);
 
