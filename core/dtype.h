@@ -13,7 +13,9 @@
 #define MF_HOSTDEV
 #endif
 
-typedef enum { MF_F32 = 0, MF_BF16 = 1, MF_I32 = 2, MF_I8 = 3 } mf_dtype;
+/* MF_F64 exists for the CPU only: model code run in double is the finite-difference oracle of
+ * module- and block-level gradient checks. */
+typedef enum { MF_F32 = 0, MF_BF16 = 1, MF_I32 = 2, MF_I8 = 3, MF_F64 = 4 } mf_dtype;
 
 typedef struct {
     uint16_t bits;
