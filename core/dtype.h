@@ -32,6 +32,8 @@ static inline size_t mf_dtype_size(mf_dtype t)
         return 4;
     case MF_I8:
         return 1;
+    case MF_F64:
+        return 8;
     }
     return 0;
 }
@@ -47,6 +49,8 @@ static inline const char *mf_dtype_name(mf_dtype t)
         return "i32";
     case MF_I8:
         return "i8";
+    case MF_F64:
+        return "f64";
     }
     return "?";
 }
