@@ -37,6 +37,8 @@ static hid_t mem_type(mf_dtype t)
         return H5T_NATIVE_INT8;
     case MF_BF16:
         return H5T_NATIVE_UINT16; /* stored as raw 16-bit patterns */
+    case MF_F64:
+        return H5T_NATIVE_DOUBLE;
     }
     return H5T_NATIVE_FLOAT;
 }
@@ -90,7 +92,7 @@ mf_status mf_h5_read_array(hid_t loc, const char *file_label, const char *name, 
         goto cleanup;
     }
     H5T_class_t cls = H5Tget_class(ftype);
-    bool want_float = want == MF_F32;
+    bool want_float = want == MF_F32 || want == MF_F64;
     if (!(cls == H5T_FLOAT || cls == H5T_INTEGER) || (!want_float && cls == H5T_FLOAT) ||
         (want == MF_BF16 && cls != H5T_INTEGER)) {
         st = MF_ERROR(MF_ERR_FORMAT, "%s: dataset '%s' has element class %s, expected %s",
