@@ -5,6 +5,7 @@
 #include "apps/commands.h"
 
 static const mf_command commands[] = {
+    {"bench", "benchmarks: time and peak memory of ops and blocks", mf_cmd_bench},
     {"config", "list presets, print or write a configuration", mf_cmd_config},
     {"verify", "check modules against reference vectors (shared/testvectors/modules)",
      mf_cmd_verify},
