@@ -106,6 +106,7 @@ static mf_status column_sums_accumulate(mf_ctx *ctx, float *db, const float *dy,
         int64_t r1 = (k + 1) * ROWS_PER_BLOCK < rows ? (k + 1) * ROWS_PER_BLOCK : rows;
         for (int64_t r = k * ROWS_PER_BLOCK; r < r1; r++) {
             const float *row = dy + r * cols;
+#pragma omp simd
             for (int64_t c = 0; c < cols; c++) acc[c] += row[c];
         }
     }

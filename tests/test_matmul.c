@@ -340,11 +340,32 @@ static void check_bf16_cfg(mf_ctx *ctx, const mm_cfg *c, uint64_t seed)
     free(dbb);
 }
 
+/* The bf16 inputs are rounded to nearest, ties to even (mf_f32_to_bf16): with K = 1 and
+ * b = 1 + 2^-8 (a tie that rounds down to 1), c[m] = bf16(a[m]) exactly. */
+static void test_bf16_rounding(mf_ctx *ctx)
+{
+    enum { M = 67 };
+    float a[M], b[1] = {1.0f + 0x1p-8f}, c[M], want[M];
+    mf_test_fill_normal_f32(a, M, 31, 3);
+    a[0] = 1.0f + 0x1p-8f;               /* tie between 1 and 1 + 2^-7: even is 1 */
+    a[1] = 1.0f + 0x1p-7f + 0x1p-8f;     /* tie between 1 + 2^-7 and 1 + 2^-6: even is the latter */
+    a[2] = -(1.0f + 0x1p-8f + 0x1p-20f); /* just above the tie: rounds away */
+    a[3] = 3.0e38f;                      /* near the largest finite bf16 */
+    /* (no subnormals: the AVX512_BF16 dot product treats them as zero, by design of the ISA) */
+    for (int m = 0; m < M; m++) want[m] = mf_round_bf16(a[m]);
+    mf_tensor ta = t3(a, 1, M, 1), tb = t3(b, 1, 1, 1), tc = t3(c, 1, M, 1);
+    ctx->policy.compute = MF_BF16;
+    MF_TEST_OK(mf_matmul(ctx, &tc, &ta, false, &tb, false, 1, 0));
+    ctx->policy.compute = MF_F32;
+    mf_check_bitwise_f32("bf16 inputs rounded to nearest even (K=1)", c, want, M);
+}
+
 static void test_bf16_vs_f32(mf_ctx *ctx)
 {
     printf("bf16 compute vs f32 compute, per element after dividing by the f32 result's rms "
            "(atol %.0e, rtol %.0e; against f32 of bf16-rounded inputs: atol %.0e, rtol %.0e):\n",
            MF_TOL_BF16_ATOL, MF_TOL_BF16_RTOL, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    test_bf16_rounding(ctx);
     for (int i = 0; i < NCFG; i++) check_bf16_cfg(ctx, &CFGS[i], 700 + 10 * (uint64_t)i);
     const mm_cfg big[] = {{1, 1, 1, 128, 256, 384, false, false},
                           {2, 2, 2, 131, 257, 65, true, true}};

@@ -190,6 +190,13 @@ static void normalise_batch(mf_layout *op[3], int *nbatch, int64_t *batch)
 
 /* ---- bf16 packing -------------------------------------------------------------------------- */
 
+/* One contiguous row through mf_f32_to_bf16; `omp simd` lets -O2 vectorise it. */
+static void convert_row_bf16(mf_bf16 *restrict dst, const float *restrict src, int64_t n)
+{
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) dst[j] = mf_f32_to_bf16(src[j]);
+}
+
 /* Converts one operand to bf16 into a dense copy that keeps the orientation of its unit-stride
  * dim (a transposed operand stays transposed, so the copy reads memory in order), and rewrites
  * the layout to describe the copy. */
@@ -221,7 +228,7 @@ static mf_status pack_bf16(mf_ctx *ctx, mf_layout *l, const float *src, mf_bf16 
         const float *s = src + off;
         mf_bf16 *t = dst + r * inner;
         if (s_inner == 1)
-            for (int64_t j = 0; j < inner; j++) t[j] = mf_f32_to_bf16(s[j]);
+            convert_row_bf16(t, s, inner);
         else
             for (int64_t j = 0; j < inner; j++) t[j] = mf_f32_to_bf16(s[j * s_inner]);
     }
