@@ -117,9 +117,11 @@ mf_status mf_scatter_add_rows(mf_ctx *ctx, mf_tensor *dx, const mf_tensor *dy,
  * (every chunk size gives the same numbers):
  *   out[b,q,h,:] = sum_k p[b,h,q,k] v[b,k,h,:],
  *   p = softmax_k(scale * q[b,q,h,:].k[b,k,h,:] + bias[h,q,k] + 1e9 (mask[b,k] - 1)).
- * q [B, Q, H, D]; k, v [B, K, H, D]; bias [H, Q, K] or NULL; mask [B, K] or NULL;
- * lse [B, H, Q] (the log-sum-exp of each logit row, saved so backward recomputes p without
- * storing it; may be NULL at inference). */
+ * q [B, Q, H, D]; k, v [B, K, H, D] (f32 or bf16: saved activations may be stored in bf16);
+ * bias [H, Q, K] or NULL; mask [B, K] or NULL; lse [B, H, Q] f32 (the log-sum-exp of each logit
+ * row, saved so backward recomputes p without storing it; may be NULL at inference). On the CPU,
+ * out, lse, dq and dbias are bitwise independent of the chunk size; dk and dv sum over chunks in
+ * a different order and agree within f32 rounding. */
 mf_status mf_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_tensor *lse, const mf_tensor *q,
                                const mf_tensor *k, const mf_tensor *v, const mf_tensor *bias,
                                const mf_tensor *mask, float scale);
@@ -138,15 +140,17 @@ typedef struct {
     bool gated;
 } mf_attention_params;
 
-/* Forward activations kept for backward (allocated from ctx->arena by the forward pass):
- * q, k, v [B, *, H, D], gate (sigmoid output) [B, Q, H, D], o (attention output before the gate)
- * [B, Q, H, D], lse [B, H, Q]. */
+/* Forward activations kept for backward, allocated from ctx->arena by the forward pass (take a
+ * mark before the forward, release to it after the backward): q, k, v [B, *, H, D], gate (sigmoid
+ * output) [B, Q, H, D], o (attention output before the gate) [B, Q, H, D] in ctx->policy.storage
+ * precision; lse [B, H, Q] always f32 (its rounding would be amplified by exp(logit - lse)). */
 typedef struct {
     mf_tensor q, k, v, gate, o, lse;
 } mf_attention_saved;
 
 /* out [B, Q, C_out] (+= when accumulate); q_x [B, Q, C_in]; kv_x [B, K, C_in] (may equal q_x).
- * saved NULL: inference, processed chunk by chunk of queries with chunk-sized transients only. */
+ * Both paths process the batch in slices of ctx->policy.chunk_size rows (0: all at once) and the
+ * core attention in query chunks; saved NULL is inference: only slice-sized transients live. */
 mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_saved *saved,
                                      const mf_tensor *q_x, const mf_tensor *kv_x,
                                      const mf_tensor *bias, const mf_tensor *mask,
