@@ -21,11 +21,11 @@ typedef struct {
 
 /* Nres = 128 crop with Nseq = 128 MSA rows, Cm = 256, Cz = 128, 8 heads of 32 channels. */
 static const bench_shape SHAPES[] = {
-    {"MSA transition up: [16384,256]@[256,1024]", 1, 16384, 1024, 256, false, false},
-    {"its weight gradient: x^T dy (K=16384)", 1, 256, 1024, 16384, true, false},
-    {"pair linear: [65536,128]@[128,128]", 1, 65536, 128, 128, false, false},
-    {"attn logits: 128 x [256,32]@[32,256]^T", 128, 256, 256, 32, false, true},
-    {"attn p@v: 128 x [256,256]@[256,32]", 128, 256, 32, 256, false, false},
+    {"MSA transition up [16384x256]@[256x1024]", 1, 16384, 1024, 256, false, false},
+    {"its weight gradient x^T dy (K=16384)", 1, 256, 1024, 16384, true, false},
+    {"pair linear [65536x128]@[128x128]", 1, 65536, 128, 128, false, false},
+    {"attn logits 128 x [256x32]@[32x256]^T", 128, 256, 256, 32, false, true},
+    {"attn p@v 128 x [256x256]@[256x32]", 128, 256, 32, 256, false, false},
 };
 #define NSHAPES ((int)(sizeof SHAPES / sizeof SHAPES[0]))
 
