@@ -1,18 +1,42 @@
 /* Tensor-level matrix products (core/ops.h): shape checks, then strided products through the CPU
  * backend (core/cpu/cpu_backend.h). Transposes are strides, never copies; backward passes add
- * into the gradients through oneDNN's sum post-op (beta = 1), so no temporary gradient exists. */
+ * into the gradients through oneDNN's sum post-op (beta = 1), so no temporary gradient exists.
+ * f64 tensors (CPU only: the double-precision oracle runs) go to the plain double reference
+ * (mf_ref_*_f64), which ignores ctx->policy.compute. */
 #include <string.h>
 
 #include "core/cpu/cpu_backend.h"
 #include "core/ops_dispatch.h"
+#include "core/ref/ref.h"
 
-static mf_status check_f32_cpu(mf_ctx *ctx, const mf_tensor *t, const char *op, const char *name)
+/* The floating type a call runs in, from its leading tensor (f64 when that is f64, else f32);
+ * checked before the device dispatch because f64 exists on the CPU only. */
+static mf_status run_dtype(const mf_ctx *ctx, const char *op, const mf_tensor *lead,
+                           const char *name, mf_dtype *dt)
+{
+    MF_REQUIRE(ctx, "%s: context is NULL", op);
+    MF_REQUIRE(lead && lead->data, "%s: tensor %s is missing", op, name);
+    *dt = lead->dtype == MF_F64 ? MF_F64 : MF_F32;
+    if (*dt == MF_F64 && ctx->device != MF_DEV_CPU)
+        return MF_ERROR(MF_ERR_UNSUPPORTED,
+                        "%s: tensor %s is f64, which runs on the CPU only (the context is on cuda)",
+                        op, name);
+    return MF_OK;
+}
+
+static mf_status check_real_cpu(mf_ctx *ctx, const mf_tensor *t, const char *op, const char *name,
+                                mf_dtype dt)
 {
     if (!t || !t->data) return MF_ERROR(MF_ERR_INVALID, "%s: tensor %s is missing", op, name);
     char b[96];
-    if (t->dtype != MF_F32)
-        return MF_ERROR(MF_ERR_INVALID, "%s: tensor %s is %s, expected f32", op, name,
-                        mf_tensor_describe(t, b, sizeof b));
+    if (t->dtype != dt && (t->dtype == MF_F32 || t->dtype == MF_F64))
+        return MF_ERROR(MF_ERR_INVALID,
+                        "%s: tensor %s is %s but this call runs in %s: f32 and f64 tensors "
+                        "cannot be mixed in one call",
+                        op, name, mf_tensor_describe(t, b, sizeof b), mf_dtype_name(dt));
+    if (t->dtype != dt)
+        return MF_ERROR(MF_ERR_INVALID, "%s: tensor %s is %s, expected %s", op, name,
+                        mf_tensor_describe(t, b, sizeof b), mf_dtype_name(dt));
     if (t->device != ctx->device)
         return MF_ERROR(MF_ERR_INVALID, "%s: tensor %s %s is not on the context's device", op, name,
                         mf_tensor_describe(t, b, sizeof b));
@@ -68,18 +92,25 @@ static mf_status linear_dims(const char *op, const mf_tensor *x, const char *xn,
 mf_status mf_linear_forward(mf_ctx *ctx, mf_tensor *y, const mf_tensor *x, const mf_tensor *w,
                             const mf_tensor *b, bool accumulate)
 {
-    MF_DISPATCH_CUDA(ctx, linear_forward, y, x, w, b, accumulate);
     const char *op = "mf_linear_forward";
-    MF_TRY(check_f32_cpu(ctx, y, op, "y"));
-    MF_TRY(check_f32_cpu(ctx, x, op, "x"));
-    MF_TRY(check_f32_cpu(ctx, w, op, "w"));
+    mf_dtype dt;
+    MF_TRY(run_dtype(ctx, op, x, "x", &dt));
+    MF_DISPATCH_CUDA(ctx, linear_forward, y, x, w, b, accumulate);
+    MF_TRY(check_real_cpu(ctx, y, op, "y", dt));
+    MF_TRY(check_real_cpu(ctx, x, op, "x", dt));
+    MF_TRY(check_real_cpu(ctx, w, op, "w", dt));
     int64_t rows, in, out;
     MF_TRY(linear_dims(op, x, "x", w, "w", y, "y", &rows, &in, &out));
     if (b) {
-        MF_TRY(check_f32_cpu(ctx, b, op, "b"));
+        MF_TRY(check_real_cpu(ctx, b, op, "b", dt));
         char bd[96];
         MF_REQUIRE(mf_tensor_numel(b) == out, "%s: bias b is %s, expected %lld elements (out)", op,
                    mf_tensor_describe(b, bd, sizeof bd), (long long)out);
+    }
+    if (dt == MF_F64) {
+        mf_ref_linear_forward_f64(y->data, x->data, w->data, b ? b->data : NULL, rows, in, out,
+                                  accumulate);
+        return MF_OK;
     }
     mf_cpu_gemm_desc d = mf_cpu_gemm_contiguous(1, 1, 1, rows, out, in, false, false, 1.0f,
                                                 accumulate ? 1.0f : 0.0f);
@@ -123,28 +154,35 @@ static mf_status column_sums_accumulate(mf_ctx *ctx, float *db, const float *dy,
 mf_status mf_linear_backward(mf_ctx *ctx, mf_tensor *dx, mf_tensor *dw, mf_tensor *db,
                              const mf_tensor *dy, const mf_tensor *x, const mf_tensor *w)
 {
-    MF_DISPATCH_CUDA(ctx, linear_backward, dx, dw, db, dy, x, w);
     const char *op = "mf_linear_backward";
-    MF_TRY(check_f32_cpu(ctx, dy, op, "dy"));
-    MF_TRY(check_f32_cpu(ctx, x, op, "x"));
-    MF_TRY(check_f32_cpu(ctx, w, op, "w"));
+    mf_dtype dt;
+    MF_TRY(run_dtype(ctx, op, x, "x", &dt));
+    MF_DISPATCH_CUDA(ctx, linear_backward, dx, dw, db, dy, x, w);
+    MF_TRY(check_real_cpu(ctx, dy, op, "dy", dt));
+    MF_TRY(check_real_cpu(ctx, x, op, "x", dt));
+    MF_TRY(check_real_cpu(ctx, w, op, "w", dt));
     int64_t rows, in, out;
     MF_TRY(linear_dims(op, x, "x", w, "w", dy, "dy", &rows, &in, &out));
     char s1[96];
     if (dx) {
-        MF_TRY(check_f32_cpu(ctx, dx, op, "dx"));
+        MF_TRY(check_real_cpu(ctx, dx, op, "dx", dt));
         MF_REQUIRE(mf_tensor_numel(dx) == rows * in, "%s: dx is %s, expected %lld elements like x",
                    op, mf_tensor_describe(dx, s1, sizeof s1), (long long)(rows * in));
     }
     if (dw) {
-        MF_TRY(check_f32_cpu(ctx, dw, op, "dw"));
+        MF_TRY(check_real_cpu(ctx, dw, op, "dw", dt));
         MF_REQUIRE(mf_tensor_numel(dw) == in * out, "%s: dw is %s, expected %lld elements like w",
                    op, mf_tensor_describe(dw, s1, sizeof s1), (long long)(in * out));
     }
     if (db) {
-        MF_TRY(check_f32_cpu(ctx, db, op, "db"));
+        MF_TRY(check_real_cpu(ctx, db, op, "db", dt));
         MF_REQUIRE(mf_tensor_numel(db) == out, "%s: db is %s, expected %lld elements (out)", op,
                    mf_tensor_describe(db, s1, sizeof s1), (long long)out);
+    }
+    if (dt == MF_F64) {
+        mf_ref_linear_backward_f64(dx ? dx->data : NULL, dw ? dw->data : NULL, db ? db->data : NULL,
+                                   dy->data, x->data, w->data, rows, in, out);
+        return MF_OK;
     }
     if (dx) { /* dx[rows, in] += dy[rows, out] @ w^T, w stored [in, out] */
         mf_cpu_gemm_desc d = mf_cpu_gemm_contiguous(1, 1, 1, rows, in, out, false, true, 1, 1);
@@ -196,13 +234,20 @@ static mf_status matmul_dims(const char *op, const mf_tensor *c, const char *cn,
 mf_status mf_matmul(mf_ctx *ctx, mf_tensor *c, const mf_tensor *a, bool trans_a, const mf_tensor *b,
                     bool trans_b, float alpha, float beta)
 {
-    MF_DISPATCH_CUDA(ctx, matmul, c, a, trans_a, b, trans_b, alpha, beta);
     const char *op = "mf_matmul";
-    MF_TRY(check_f32_cpu(ctx, c, op, "c"));
-    MF_TRY(check_f32_cpu(ctx, a, op, "a"));
-    MF_TRY(check_f32_cpu(ctx, b, op, "b"));
+    mf_dtype dt;
+    MF_TRY(run_dtype(ctx, op, a, "a", &dt));
+    MF_DISPATCH_CUDA(ctx, matmul, c, a, trans_a, b, trans_b, alpha, beta);
+    MF_TRY(check_real_cpu(ctx, c, op, "c", dt));
+    MF_TRY(check_real_cpu(ctx, a, op, "a", dt));
+    MF_TRY(check_real_cpu(ctx, b, op, "b", dt));
     mm_dims d;
     MF_TRY(matmul_dims(op, c, "c", a, trans_a, b, trans_b, &d));
+    if (dt == MF_F64) {
+        mf_ref_matmul_f64(c->data, a->data, trans_a, b->data, trans_b, d.batch, d.batch_a,
+                          d.batch_b, d.M, d.N, d.K, alpha, beta);
+        return MF_OK;
+    }
     mf_cpu_gemm_desc g = mf_cpu_gemm_contiguous(d.batch, d.batch_a, d.batch_b, d.M, d.N, d.K,
                                                 trans_a, trans_b, alpha, beta);
     return mf_cpu_gemm(ctx, &g, c->data, a->data, b->data, NULL);
@@ -243,20 +288,28 @@ mf_status mf_matmul_backward(mf_ctx *ctx, mf_tensor *da, mf_tensor *db, const mf
                              const mf_tensor *a, bool trans_a, const mf_tensor *b, bool trans_b,
                              float alpha)
 {
-    MF_DISPATCH_CUDA(ctx, matmul_backward, da, db, dc, a, trans_a, b, trans_b, alpha);
     const char *op = "mf_matmul_backward";
-    MF_TRY(check_f32_cpu(ctx, dc, op, "dc"));
-    MF_TRY(check_f32_cpu(ctx, a, op, "a"));
-    MF_TRY(check_f32_cpu(ctx, b, op, "b"));
+    mf_dtype dt;
+    MF_TRY(run_dtype(ctx, op, a, "a", &dt));
+    MF_DISPATCH_CUDA(ctx, matmul_backward, da, db, dc, a, trans_a, b, trans_b, alpha);
+    MF_TRY(check_real_cpu(ctx, dc, op, "dc", dt));
+    MF_TRY(check_real_cpu(ctx, a, op, "a", dt));
+    MF_TRY(check_real_cpu(ctx, b, op, "b", dt));
     mm_dims d;
     MF_TRY(matmul_dims(op, dc, "dc", a, trans_a, b, trans_b, &d));
     if (da) {
-        MF_TRY(check_f32_cpu(ctx, da, op, "da"));
+        MF_TRY(check_real_cpu(ctx, da, op, "da", dt));
         MF_TRY(mf_check_same_shape(da, "da", a, "a"));
     }
     if (db) {
-        MF_TRY(check_f32_cpu(ctx, db, op, "db"));
+        MF_TRY(check_real_cpu(ctx, db, op, "db", dt));
         MF_TRY(mf_check_same_shape(db, "db", b, "b"));
+    }
+    if (dt == MF_F64) {
+        mf_ref_matmul_backward_f64(da ? da->data : NULL, db ? db->data : NULL, dc->data, a->data,
+                                   trans_a, b->data, trans_b, d.batch, d.batch_a, d.batch_b, d.M,
+                                   d.N, d.K, alpha);
+        return MF_OK;
     }
     const int64_t M = d.M, N = d.N, K = d.K;
     const int64_t a_sb = d.batch_a == 1 ? 0 : M * K, b_sb = d.batch_b == 1 ? 0 : K * N;
