@@ -1,17 +1,53 @@
 /* Attention entry points: the multi-head core (mf_attention_*) and AlphaFold 2's gated attention
  * module (mf_gated_attention_*, the `Attention` module of modules.py used by Alg. 7, 8, 13, 14),
- * composed from the linear, activation and elementwise ops around the core. */
+ * composed from the linear, activation and elementwise ops around the core.
+ *
+ * Every floating tensor of one call is f32 (q, k, v and the saved activations may also be bf16),
+ * or every one is f64: the double-precision runs, on the CPU only, that serve as the
+ * finite-difference oracle. An f64 gated attention keeps its scratch and saved tensors in f64
+ * whatever ctx->policy.storage says, and ctx->policy.compute does not apply to it. */
 #include "core/cpu/attention_cpu.h"
 #include "core/ops_dispatch.h"
+#include "core/ref/ref.h"
 
 #include <math.h>
 
-/* q, k, v (and out in backward) may be f32 or bf16 (bf16-stored saved activations). */
-static mf_status check_f32_or_bf16(const mf_tensor *t, const char *name, int ndim)
+/* The floating type a call runs in, from its leading tensor (f64 when that is f64, else f32);
+ * checked before the device dispatch because f64 exists on the CPU only. */
+static mf_status run_dtype(const mf_ctx *ctx, const char *op, const mf_tensor *lead,
+                           const char *name, mf_dtype *dt)
+{
+    MF_REQUIRE(ctx, "%s: context is NULL", op);
+    MF_REQUIRE(lead && lead->data, "%s: tensor %s is missing", op, name);
+    *dt = lead->dtype == MF_F64 ? MF_F64 : MF_F32;
+    if (*dt == MF_F64 && ctx->device != MF_DEV_CPU)
+        return MF_ERROR(MF_ERR_UNSUPPORTED,
+                        "%s: tensor %s is f64, which runs on the CPU only (the context is on cuda)",
+                        op, name);
+    return MF_OK;
+}
+
+/* A floating tensor of a call that runs in dt (f32 or f64). */
+static mf_status check_real(const mf_tensor *t, const char *name, mf_dtype dt, int ndim)
 {
     MF_REQUIRE(t && t->data, "attention: %s is missing", name);
-    if (t->dtype == MF_BF16) return mf_check_tensor(t, name, MF_BF16, ndim);
-    return mf_check_tensor(t, name, MF_F32, ndim);
+    if (t->dtype != dt && (t->dtype == MF_F32 || t->dtype == MF_F64)) {
+        char b[96];
+        return MF_ERROR(MF_ERR_INVALID,
+                        "attention: tensor %s is %s but this call runs in %s: f32 and f64 tensors "
+                        "cannot be mixed in one call",
+                        name, mf_tensor_describe(t, b, sizeof b), mf_dtype_name(dt));
+    }
+    return mf_check_tensor(t, name, dt, ndim);
+}
+
+/* q, k, v (and out in backward) of an f32 call may also be bf16 (bf16-stored saved
+ * activations); an f64 call keeps them in f64. */
+static mf_status check_qkv(const mf_tensor *t, const char *name, mf_dtype dt, int ndim)
+{
+    MF_REQUIRE(t && t->data, "attention: %s is missing", name);
+    if (dt == MF_F32 && t->dtype == MF_BF16) return mf_check_tensor(t, name, MF_BF16, ndim);
+    return check_real(t, name, dt, ndim);
 }
 
 static mf_status check_dims(const mf_tensor *t, const char *name, int ndim, const int64_t *want)
@@ -39,36 +75,37 @@ static mf_status check_devices(const mf_ctx *ctx, const char *op, const mf_tenso
 
 /* Shapes of the core: q, out [B, Q, H, D]; k, v [B, K, H, D]; bias [H, Q, K]; mask [B, K];
  * lse [B, H, Q]. */
-static mf_status check_core(const mf_tensor *q, const mf_tensor *k, const mf_tensor *v,
+static mf_status check_core(mf_dtype dt, const mf_tensor *q, const mf_tensor *k, const mf_tensor *v,
                             const mf_tensor *bias, const mf_tensor *mask, const mf_tensor *lse)
 {
-    MF_TRY(check_f32_or_bf16(q, "q", 4));
-    MF_TRY(check_f32_or_bf16(k, "k", 4));
-    MF_TRY(check_f32_or_bf16(v, "v", 4));
+    MF_TRY(check_qkv(q, "q", dt, 4));
+    MF_TRY(check_qkv(k, "k", dt, 4));
+    MF_TRY(check_qkv(v, "v", dt, 4));
     int64_t B = q->shape[0], Q = q->shape[1], H = q->shape[2], D = q->shape[3], K = k->shape[1];
     int64_t kshape[4] = {B, K, H, D}, bshape[3] = {H, Q, K}, mshape[2] = {B, K},
             lshape[3] = {B, H, Q};
     MF_TRY(check_dims(k, "k", 4, kshape));
     MF_TRY(check_dims(v, "v", 4, kshape));
     if (bias) {
-        MF_TRY(mf_check_tensor(bias, "bias", MF_F32, 3));
+        MF_TRY(check_real(bias, "bias", dt, 3));
         MF_TRY(check_dims(bias, "bias", 3, bshape));
     }
     if (mask) {
-        MF_TRY(mf_check_tensor(mask, "mask", MF_F32, 2));
+        MF_TRY(check_real(mask, "mask", dt, 2));
         MF_TRY(check_dims(mask, "mask", 2, mshape));
     }
     if (lse) {
-        MF_TRY(mf_check_tensor(lse, "lse", MF_F32, 3));
+        MF_TRY(check_real(lse, "lse", dt, 3));
         MF_TRY(check_dims(lse, "lse", 3, lshape));
     }
     return MF_OK;
 }
 
-static mf_status check_grad(const mf_tensor *g, const char *name, const mf_tensor *like)
+static mf_status check_grad(const mf_tensor *g, const char *name, const mf_tensor *like,
+                            mf_dtype dt)
 {
     if (!g) return MF_OK;
-    MF_TRY(mf_check_tensor(g, name, MF_F32, like->ndim));
+    MF_TRY(check_real(g, name, dt, like->ndim));
     return check_dims(g, name, like->ndim, like->shape);
 }
 
@@ -76,8 +113,10 @@ mf_status mf_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_tensor *lse, cons
                                const mf_tensor *k, const mf_tensor *v, const mf_tensor *bias,
                                const mf_tensor *mask, float scale)
 {
-    MF_TRY(check_core(q, k, v, bias, mask, lse));
-    MF_TRY(mf_check_tensor(out, "out", MF_F32, 4));
+    mf_dtype dt;
+    MF_TRY(run_dtype(ctx, "mf_attention_forward", q, "q", &dt));
+    MF_TRY(check_core(dt, q, k, v, bias, mask, lse));
+    MF_TRY(check_real(out, "out", dt, 4));
     MF_TRY(check_dims(out, "out", 4, q->shape));
     const mf_tensor *all[7] = {out, lse, q, k, v, bias, mask};
     MF_TRY(check_devices(ctx, "mf_attention_forward", all, 7));
@@ -91,18 +130,20 @@ mf_status mf_attention_backward(mf_ctx *ctx, mf_tensor *dq, mf_tensor *dk, mf_te
                                 const mf_tensor *v, const mf_tensor *bias, const mf_tensor *mask,
                                 float scale)
 {
-    MF_TRY(check_core(q, k, v, bias, mask, lse));
+    mf_dtype dt;
+    MF_TRY(run_dtype(ctx, "mf_attention_backward", q, "q", &dt));
+    MF_TRY(check_core(dt, q, k, v, bias, mask, lse));
     MF_REQUIRE(lse && lse->data, "attention backward needs the forward's lse");
-    MF_TRY(check_f32_or_bf16(out, "out", 4));
+    MF_TRY(check_qkv(out, "out", dt, 4));
     MF_TRY(check_dims(out, "out", 4, q->shape));
-    MF_TRY(check_grad(dout, "dout", q));
     MF_REQUIRE(dout && dout->data, "attention backward: dout is missing");
-    MF_TRY(check_grad(dq, "dq", q));
-    MF_TRY(check_grad(dk, "dk", k));
-    MF_TRY(check_grad(dv, "dv", k));
+    MF_TRY(check_grad(dout, "dout", q, dt));
+    MF_TRY(check_grad(dq, "dq", q, dt));
+    MF_TRY(check_grad(dk, "dk", k, dt));
+    MF_TRY(check_grad(dv, "dv", k, dt));
     if (dbias) {
         int64_t bshape[3] = {q->shape[2], q->shape[1], k->shape[1]};
-        MF_TRY(mf_check_tensor(dbias, "dbias", MF_F32, 3));
+        MF_TRY(check_real(dbias, "dbias", dt, 3));
         MF_TRY(check_dims(dbias, "dbias", 3, bshape));
     }
     const mf_tensor *all[13] = {dq, dk, dv, dbias, dout, out, lse, q, k, v, bias, mask, NULL};
@@ -118,17 +159,20 @@ mf_status mf_attention_backward(mf_ctx *ctx, mf_tensor *dq, mf_tensor *dk, mf_te
 typedef struct {
     int64_t B, Q, K, Cin, H, D, Cout;
     bool gated;
+    mf_dtype dt; /* f32, or f64 for the double-precision runs */
 } ga_dims;
 
-static mf_status ga_check(ga_dims *d, const mf_tensor *q_x, const mf_tensor *kv_x,
-                          const mf_tensor *bias, const mf_tensor *mask,
+static mf_status ga_check(const mf_ctx *ctx, const char *op, ga_dims *d, const mf_tensor *q_x,
+                          const mf_tensor *kv_x, const mf_tensor *bias, const mf_tensor *mask,
                           const mf_attention_params *p)
 {
     MF_REQUIRE(p, "gated attention: parameters missing");
-    MF_TRY(mf_check_tensor(q_x, "q_x", MF_F32, 3));
-    MF_TRY(mf_check_tensor(kv_x, "kv_x", MF_F32, 3));
-    MF_TRY(mf_check_tensor(&p->query_w, "query_w", MF_F32, 3));
-    MF_TRY(mf_check_tensor(&p->output_w, "output_w", MF_F32, 3));
+    MF_TRY(run_dtype(ctx, op, q_x, "q_x", &d->dt));
+    mf_dtype dt = d->dt;
+    MF_TRY(check_real(q_x, "q_x", dt, 3));
+    MF_TRY(check_real(kv_x, "kv_x", dt, 3));
+    MF_TRY(check_real(&p->query_w, "query_w", dt, 3));
+    MF_TRY(check_real(&p->output_w, "output_w", dt, 3));
     d->B = q_x->shape[0];
     d->Q = q_x->shape[1];
     d->Cin = q_x->shape[2];
@@ -141,30 +185,30 @@ static mf_status ga_check(ga_dims *d, const mf_tensor *q_x, const mf_tensor *kv_
             ow[3] = {d->H, d->D, d->Cout};
     MF_TRY(check_dims(kv_x, "kv_x", 3, kv));
     MF_TRY(check_dims(&p->query_w, "query_w", 3, w));
-    MF_TRY(mf_check_tensor(&p->key_w, "key_w", MF_F32, 3));
+    MF_TRY(check_real(&p->key_w, "key_w", dt, 3));
     MF_TRY(check_dims(&p->key_w, "key_w", 3, w));
-    MF_TRY(mf_check_tensor(&p->value_w, "value_w", MF_F32, 3));
+    MF_TRY(check_real(&p->value_w, "value_w", dt, 3));
     MF_TRY(check_dims(&p->value_w, "value_w", 3, w));
     MF_TRY(check_dims(&p->output_w, "output_w", 3, ow));
-    MF_TRY(mf_check_tensor(&p->output_b, "output_b", MF_F32, 1));
+    MF_TRY(check_real(&p->output_b, "output_b", dt, 1));
     MF_TRY(check_dims(&p->output_b, "output_b", 1, &d->Cout));
     if (d->gated) {
         int64_t gb[2] = {d->H, d->D};
         MF_REQUIRE(p->gating_w.data && p->gating_b.data,
                    "gated attention: gated but gating_w/gating_b missing");
-        MF_TRY(mf_check_tensor(&p->gating_w, "gating_w", MF_F32, 3));
+        MF_TRY(check_real(&p->gating_w, "gating_w", dt, 3));
         MF_TRY(check_dims(&p->gating_w, "gating_w", 3, w));
-        MF_TRY(mf_check_tensor(&p->gating_b, "gating_b", MF_F32, 2));
+        MF_TRY(check_real(&p->gating_b, "gating_b", dt, 2));
         MF_TRY(check_dims(&p->gating_b, "gating_b", 2, gb));
     }
     if (bias) {
         int64_t bs[3] = {d->H, d->Q, d->K};
-        MF_TRY(mf_check_tensor(bias, "bias", MF_F32, 3));
+        MF_TRY(check_real(bias, "bias", dt, 3));
         MF_TRY(check_dims(bias, "bias", 3, bs));
     }
     if (mask) {
         int64_t ms[2] = {d->B, d->K};
-        MF_TRY(mf_check_tensor(mask, "mask", MF_F32, 2));
+        MF_TRY(check_real(mask, "mask", dt, 2));
         MF_TRY(check_dims(mask, "mask", 2, ms));
     }
     return MF_OK;
@@ -184,6 +228,17 @@ static mf_status ga_alloc(mf_ctx *ctx, mf_tensor *t, mf_dtype dt, int64_t d0, in
     return mf_arena_tensor(ctx->arena, t, dt, 4, shape, label);
 }
 
+/* t *= D^-1/2 (Alg. 7 line 2). An f64 run takes the factor in double, as the double reference
+ * does: mf_scale's f32 alpha would carry f32 rounding into the oracle. */
+static mf_status ga_scale_q(mf_ctx *ctx, mf_tensor *t, int64_t D)
+{
+    if (t->dtype == MF_F64) {
+        mf_ref_scale_f64(t->data, t->data, 1.0 / sqrt((double)D), mf_tensor_numel(t));
+        return MF_OK;
+    }
+    return mf_scale(ctx, t, t, 1.0f / sqrtf((float)D));
+}
+
 /* View of a [B, L, H, D] tensor's batch rows [b0, b0 + nb) as [nb, L, H * D] (linear layout). */
 static mf_tensor ga_flat(const mf_tensor *t, int64_t b0, int64_t nb)
 {
@@ -200,9 +255,9 @@ mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_s
                                      const mf_attention_params *p, bool accumulate)
 {
     ga_dims d;
-    MF_TRY(ga_check(&d, q_x, kv_x, bias, mask, p));
+    MF_TRY(ga_check(ctx, "mf_gated_attention_forward", &d, q_x, kv_x, bias, mask, p));
     int64_t oshape[3] = {d.B, d.Q, d.Cout};
-    MF_TRY(mf_check_tensor(out, "out", MF_F32, 3));
+    MF_TRY(check_real(out, "out", d.dt, 3));
     MF_TRY(check_dims(out, "out", 3, oshape));
     const mf_tensor *all[12] = {out,          q_x,          kv_x,         bias,
                                 &p->query_w,  &p->key_w,    &p->value_w,  &p->gating_w,
@@ -213,8 +268,9 @@ mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_s
 
     /* Saved activations stay live until the caller releases them after backward, so they are
      * allocated below this op's workspace mark. */
-    mf_dtype sdt = ctx->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
-    bool direct = saved && sdt == MF_F32; /* f32 storage: compute straight into the saved tensors */
+    mf_dtype sdt = d.dt == MF_F64 ? MF_F64 : ctx->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
+    /* storage in the compute type: compute straight into the saved tensors */
+    bool direct = saved && sdt == d.dt;
     mf_arena_mark_t mark0 = mf_arena_mark(ctx->arena), mark = mark0;
     mf_status st = MF_OK;
     if (saved) {
@@ -225,14 +281,14 @@ mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_s
         MF_TRY_GOTO(ga_alloc(ctx, &saved->v, sdt, d.B, d.K, d.H, d.D, lab));
         if (d.gated) MF_TRY_GOTO(ga_alloc(ctx, &saved->gate, sdt, d.B, d.Q, d.H, d.D, lab));
         MF_TRY_GOTO(ga_alloc(ctx, &saved->o, sdt, d.B, d.Q, d.H, d.D, lab));
-        /* lse stays f32: p = exp(logit - lse) amplifies any rounding of lse */
+        /* lse in the compute type (f32 even with bf16 storage): p = exp(logit - lse) amplifies
+         * any rounding of lse */
         int64_t ls[3] = {d.B, d.H, d.Q};
-        MF_TRY_GOTO(mf_arena_tensor(ctx->arena, &saved->lse, MF_F32, 3, ls, lab));
+        MF_TRY_GOTO(mf_arena_tensor(ctx->arena, &saved->lse, d.dt, 3, ls, lab));
     }
 
     mark = mf_arena_mark(ctx->arena);
     int64_t bs = ga_batch_slice(ctx, d.B);
-    float qscale = 1.0f / sqrtf((float)d.D);
     for (int64_t b0 = 0; b0 < d.B; b0 += bs) {
         int64_t nb = d.B - b0 < bs ? d.B - b0 : bs;
         const char *lab = "attention transient";
@@ -244,17 +300,17 @@ mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_s
             of = mf_tensor_slice0(&saved->o, b0, nb);
             if (d.gated) gf = mf_tensor_slice0(&saved->gate, b0, nb);
         } else {
-            MF_TRY_GOTO(ga_alloc(ctx, &qf, MF_F32, nb, d.Q, d.H, d.D, lab));
-            MF_TRY_GOTO(ga_alloc(ctx, &kf, MF_F32, nb, d.K, d.H, d.D, lab));
-            MF_TRY_GOTO(ga_alloc(ctx, &vf, MF_F32, nb, d.K, d.H, d.D, lab));
-            MF_TRY_GOTO(ga_alloc(ctx, &of, MF_F32, nb, d.Q, d.H, d.D, lab));
-            if (d.gated) MF_TRY_GOTO(ga_alloc(ctx, &gf, MF_F32, nb, d.Q, d.H, d.D, lab));
+            MF_TRY_GOTO(ga_alloc(ctx, &qf, d.dt, nb, d.Q, d.H, d.D, lab));
+            MF_TRY_GOTO(ga_alloc(ctx, &kf, d.dt, nb, d.K, d.H, d.D, lab));
+            MF_TRY_GOTO(ga_alloc(ctx, &vf, d.dt, nb, d.K, d.H, d.D, lab));
+            MF_TRY_GOTO(ga_alloc(ctx, &of, d.dt, nb, d.Q, d.H, d.D, lab));
+            if (d.gated) MF_TRY_GOTO(ga_alloc(ctx, &gf, d.dt, nb, d.Q, d.H, d.D, lab));
         }
         mf_tensor qx = mf_tensor_slice0(q_x, b0, nb), kvx = mf_tensor_slice0(kv_x, b0, nb);
         mf_tensor qf3 = ga_flat(&qf, 0, nb), kf3 = ga_flat(&kf, 0, nb), vf3 = ga_flat(&vf, 0, nb);
         /* Alg. 7 line 2; AF2 scales q (not the logits) by D^-1/2 */
         MF_TRY_GOTO(mf_linear_forward(ctx, &qf3, &qx, &p->query_w, NULL, false));
-        MF_TRY_GOTO(mf_scale(ctx, &qf3, &qf3, qscale));
+        MF_TRY_GOTO(ga_scale_q(ctx, &qf3, d.D));
         MF_TRY_GOTO(mf_linear_forward(ctx, &kf3, &kvx, &p->key_w, NULL, false));
         MF_TRY_GOTO(mf_linear_forward(ctx, &vf3, &kvx, &p->value_w, NULL, false));
         /* Alg. 7 lines 5-6, with the scale already in q */
@@ -268,7 +324,7 @@ mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_s
             mf_tensor gf3 = ga_flat(&gf, 0, nb);
             MF_TRY_GOTO(mf_linear_forward(ctx, &gf3, &qx, &p->gating_w, &p->gating_b, false));
             MF_TRY_GOTO(mf_activation_forward(ctx, MF_ACT_SIGMOID, &gf3, &gf3));
-            MF_TRY_GOTO(ga_alloc(ctx, &og, MF_F32, nb, d.Q, d.H, d.D, lab));
+            MF_TRY_GOTO(ga_alloc(ctx, &og, d.dt, nb, d.Q, d.H, d.D, lab));
             og = ga_flat(&og, 0, nb);
             MF_TRY_GOTO(mf_mul(ctx, &og, &of3, &gf3));
         } else {
@@ -298,25 +354,26 @@ cleanup:
     return st;
 }
 
-/* The forward's saved tensors: shapes as this call's inputs, f32 or bf16 (lse f32). */
+/* The forward's saved tensors: shapes as this call's inputs; f32 or bf16 with lse f32 in an f32
+ * run, all f64 in an f64 run. */
 static mf_status ga_check_saved(const mf_attention_saved *s, const ga_dims *d)
 {
     int64_t qs[4] = {d->B, d->Q, d->H, d->D}, ks[4] = {d->B, d->K, d->H, d->D},
             ls[3] = {d->B, d->H, d->Q};
-    MF_TRY(check_f32_or_bf16(&s->q, "saved q", 4));
+    MF_TRY(check_qkv(&s->q, "saved q", d->dt, 4));
     MF_TRY(check_dims(&s->q, "saved q", 4, qs));
-    MF_TRY(check_f32_or_bf16(&s->k, "saved k", 4));
+    MF_TRY(check_qkv(&s->k, "saved k", d->dt, 4));
     MF_TRY(check_dims(&s->k, "saved k", 4, ks));
-    MF_TRY(check_f32_or_bf16(&s->v, "saved v", 4));
+    MF_TRY(check_qkv(&s->v, "saved v", d->dt, 4));
     MF_TRY(check_dims(&s->v, "saved v", 4, ks));
-    MF_TRY(check_f32_or_bf16(&s->o, "saved o", 4));
+    MF_TRY(check_qkv(&s->o, "saved o", d->dt, 4));
     MF_TRY(check_dims(&s->o, "saved o", 4, qs));
     if (d->gated) {
-        MF_TRY(check_f32_or_bf16(&s->gate, "saved gate", 4));
+        MF_TRY(check_qkv(&s->gate, "saved gate", d->dt, 4));
         MF_TRY(check_dims(&s->gate, "saved gate", 4, qs));
     }
     MF_REQUIRE(s->lse.data, "gated attention backward: saved lse is missing");
-    MF_TRY(mf_check_tensor(&s->lse, "saved lse", MF_F32, 3));
+    MF_TRY(check_real(&s->lse, "saved lse", d->dt, 3));
     return check_dims(&s->lse, "saved lse", 3, ls);
 }
 
@@ -326,12 +383,13 @@ static mf_tensor *ga_grad(mf_attention_params *dp, mf_tensor *field)
     return dp && field->data ? field : NULL;
 }
 
-/* Widens a saved [B, L, H, D] slice to f32 (a view when it is f32 already). */
+/* A saved [B, L, H, D] slice in the compute type dt: a view when stored in dt, else (bf16 in an
+ * f32 run) widened to f32. */
 static mf_status ga_widen(mf_ctx *ctx, mf_tensor *dst, const mf_tensor *saved, int64_t b0,
-                          int64_t nb)
+                          int64_t nb, mf_dtype dt)
 {
     mf_tensor s = mf_tensor_slice0(saved, b0, nb);
-    if (saved->dtype == MF_F32) {
+    if (saved->dtype == dt) {
         *dst = ga_flat(&s, 0, nb);
         return MF_OK;
     }
@@ -351,17 +409,17 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
                                       const mf_attention_params *p)
 {
     ga_dims d;
-    MF_TRY(ga_check(&d, q_x, kv_x, bias, mask, p));
+    MF_TRY(ga_check(ctx, "mf_gated_attention_backward", &d, q_x, kv_x, bias, mask, p));
     MF_REQUIRE(saved, "gated attention backward needs the forward's saved activations");
     MF_TRY(ga_check_saved(saved, &d));
     int64_t oshape[3] = {d.B, d.Q, d.Cout};
-    MF_TRY(mf_check_tensor(dout, "dout", MF_F32, 3));
+    MF_TRY(check_real(dout, "dout", d.dt, 3));
     MF_TRY(check_dims(dout, "dout", 3, oshape));
-    MF_TRY(check_grad(dq_x, "dq_x", q_x));
-    MF_TRY(check_grad(dkv_x, "dkv_x", kv_x));
+    MF_TRY(check_grad(dq_x, "dq_x", q_x, d.dt));
+    MF_TRY(check_grad(dkv_x, "dkv_x", kv_x, d.dt));
     if (dbias) {
         int64_t bs[3] = {d.H, d.Q, d.K};
-        MF_TRY(mf_check_tensor(dbias, "dbias", MF_F32, 3));
+        MF_TRY(check_real(dbias, "dbias", d.dt, 3));
         MF_TRY(check_dims(dbias, "dbias", 3, bs));
     }
     const mf_tensor *all[13] = {dq_x,        dkv_x,        dbias,    dout,        q_x,
@@ -383,7 +441,6 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_status st = MF_OK;
     int64_t bs = ga_batch_slice(ctx, d.B);
-    float qscale = 1.0f / sqrtf((float)d.D);
     const char *lab = "attention transient";
     for (int64_t b0 = 0; b0 < d.B; b0 += bs) {
         int64_t nb = d.B - b0 < bs ? d.B - b0 : bs;
@@ -392,10 +449,10 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         mf_tensor dqx = dq_x ? mf_tensor_slice0(dq_x, b0, nb) : (mf_tensor){0};
         mf_tensor dkvx = dkv_x ? mf_tensor_slice0(dkv_x, b0, nb) : (mf_tensor){0};
         mf_tensor o3 = {0}, g3 = {0}, og = {0}, dog = {0};
-        MF_TRY_GOTO(ga_widen(ctx, &o3, &saved->o, b0, nb));
+        MF_TRY_GOTO(ga_widen(ctx, &o3, &saved->o, b0, nb, d.dt));
         if (d.gated) {
-            MF_TRY_GOTO(ga_widen(ctx, &g3, &saved->gate, b0, nb));
-            MF_TRY_GOTO(ga_alloc(ctx, &og, MF_F32, nb, d.Q, d.H, d.D, lab));
+            MF_TRY_GOTO(ga_widen(ctx, &g3, &saved->gate, b0, nb, d.dt));
+            MF_TRY_GOTO(ga_alloc(ctx, &og, d.dt, nb, d.Q, d.H, d.D, lab));
             og = ga_flat(&og, 0, nb);
             MF_TRY_GOTO(mf_mul(ctx, &og, &o3, &g3));
         } else {
@@ -404,7 +461,7 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         /* Alg. 7 line 7 */
         if (need_dog) {
             int64_t shape[4] = {nb, d.Q, d.H, d.D};
-            MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dog, MF_F32, 4, shape, lab));
+            MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dog, d.dt, 4, shape, lab));
             dog = ga_flat(&dog, 0, nb);
         }
         MF_TRY_GOTO(mf_linear_backward(ctx, need_dog ? &dog : NULL, doutput_w, doutput_b, &douts,
@@ -416,7 +473,10 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         if (d.gated) {
             /* Gate of line 6: the sigmoid's gradient from its saved output; og becomes the
              * gate logits' gradient, dog the gradient of o. */
-            mf_cpu_gate_backward(og.data, dog.data, o3.data, g3.data, mf_tensor_numel(&og));
+            if (d.dt == MF_F64)
+                mf_cpu_gate_backward_f64(og.data, dog.data, o3.data, g3.data, mf_tensor_numel(&og));
+            else
+                mf_cpu_gate_backward(og.data, dog.data, o3.data, g3.data, mf_tensor_numel(&og));
             if (dq_x || dgating_w || dgating_b)
                 MF_TRY_GOTO(mf_linear_backward(ctx, dq_x ? &dqx : NULL, dgating_w, dgating_b, &og,
                                                &qx, &p->gating_w));
@@ -428,10 +488,10 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         /* Lines 5-6 */
         mf_tensor dq = {0}, dk = {0}, dv = {0};
         int64_t qs[4] = {nb, d.Q, d.H, d.D}, ks[4] = {nb, d.K, d.H, d.D};
-        if (need_dq) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dq, MF_F32, 4, qs, lab));
-        if (need_dk) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dk, MF_F32, 4, ks, lab));
-        if (need_dv) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dv, MF_F32, 4, ks, lab));
-        mf_tensor do4 = mf_tensor_f32(dog.data, 4, nb, d.Q, d.H, d.D);
+        if (need_dq) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dq, d.dt, 4, qs, lab));
+        if (need_dk) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dk, d.dt, 4, ks, lab));
+        if (need_dv) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dv, d.dt, 4, ks, lab));
+        mf_tensor do4 = mf_tensor_4(dog.data, d.dt, MF_DEV_CPU, 4, nb, d.Q, d.H, d.D);
         mf_tensor so = mf_tensor_slice0(&saved->o, b0, nb),
                   sq = mf_tensor_slice0(&saved->q, b0, nb),
                   sk = mf_tensor_slice0(&saved->k, b0, nb),
@@ -444,7 +504,7 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         /* Line 2 */
         if (need_dq) {
             mf_tensor dq3 = ga_flat(&dq, 0, nb);
-            MF_TRY_GOTO(mf_scale(ctx, &dq3, &dq3, qscale));
+            MF_TRY_GOTO(ga_scale_q(ctx, &dq3, d.D));
             MF_TRY_GOTO(mf_linear_backward(ctx, dq_x ? &dqx : NULL, dquery_w, NULL, &dq3, &qx,
                                            &p->query_w));
         }

@@ -3,8 +3,11 @@
  * queries and the element's keys and values are gathered head-major ([H, rows, D]) so oneDNN's
  * batched matmul (batch = heads) forms the logits and p v; bias, mask and softmax are one fused
  * pass in C. Transient memory is O(H * chunk * K + H * K * D); nothing of size B*H*Q*K exists.
- * Backward recomputes p from the saved log-sum-exp (flash-attention style). */
+ * Backward recomputes p from the saved log-sum-exp (flash-attention style).
+ * f64 tensors (the double-precision oracle runs) go to the plain double reference, unchunked. */
 #include "core/cpu/attention_cpu.h"
+
+#include "core/ref/ref.h"
 
 #include <math.h>
 #include <string.h>
@@ -218,6 +221,12 @@ mf_status mf_cpu_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_tensor *lse, 
 {
     int64_t B = q->shape[0], Q = q->shape[1], H = q->shape[2], D = q->shape[3];
     int64_t K = k->shape[1], C = query_chunk(ctx, Q), cap = chunk_capacity(C, Q);
+    if (q->dtype == MF_F64) {
+        mf_ref_attention_forward_f64(out->data, lse ? lse->data : NULL, q->data, k->data, v->data,
+                                     bias ? bias->data : NULL, mask ? mask->data : NULL, B, Q, K, H,
+                                     D, scale);
+        return MF_OK;
+    }
     const float *bias_p = bias ? bias->data : NULL, *mask_p = mask ? mask->data : NULL;
     float *lse_p = lse ? lse->data : NULL;
     if (B == 0 || Q == 0 || H == 0) return MF_OK;
@@ -260,6 +269,14 @@ mf_status mf_cpu_attention_backward(mf_ctx *ctx, mf_tensor *dq, mf_tensor *dk, m
     int64_t B = q->shape[0], Q = q->shape[1], H = q->shape[2], D = q->shape[3];
     int64_t K = k->shape[1], C = query_chunk(ctx, Q), cap = chunk_capacity(C, Q);
     const float *bias_p = bias ? bias->data : NULL, *mask_p = mask ? mask->data : NULL;
+    if (q->dtype == MF_F64) {
+        /* the reference recomputes p itself: out and lse are not needed */
+        mf_ref_attention_backward_f64(dq ? dq->data : NULL, dk ? dk->data : NULL,
+                                      dv ? dv->data : NULL, dbias ? dbias->data : NULL, dout->data,
+                                      q->data, k->data, v->data, bias ? bias->data : NULL,
+                                      mask ? mask->data : NULL, B, Q, K, H, D, scale);
+        return MF_OK;
+    }
     float *dbias_p = dbias ? dbias->data : NULL;
     bool need_ds = dq || dk || dbias;
     if (B == 0 || Q == 0 || H == 0 || (!need_ds && !dv)) return MF_OK;
@@ -318,6 +335,17 @@ void mf_cpu_gate_backward(float *dlogit, float *dog, const float *o, const float
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
         dlogit[i] = dog[i] * o[i] * gi * (1.0f - gi);
+        dog[i] *= gi;
+    }
+}
+
+void mf_cpu_gate_backward_f64(double *dlogit, double *dog, const double *o, const double *g,
+                              int64_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        double gi = g[i];
+        dlogit[i] = dog[i] * o[i] * gi * (1.0 - gi);
         dog[i] *= gi;
     }
 }
