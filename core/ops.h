@@ -4,7 +4,11 @@
  * central finite differences.
  *
  * Conventions (all ops):
- *  - Tensors are f32 unless an op says otherwise, contiguous, on ctx->device.
+ *  - Tensors are f32 unless an op says otherwise, or f64 on the CPU: a call whose floating
+ *    tensors (masks included; index tensors stay i32) are all f64 runs the double reference
+ *    (core/ref, mf_ref_*_f64) and ignores ctx->policy.compute and .storage (saved activations and
+ *    lse stay f64; scalar arguments stay float); mixing f32 and f64 in one call is
+ *    MF_ERR_INVALID, f64 on CUDA MF_ERR_UNSUPPORTED. Contiguous, on ctx->device.
  *  - Argument order: outputs, saved statistics, inputs, parameters, then scalars.
  *  - Forward outputs are overwritten unless the op takes `accumulate` and it is true (y += ...).
  *  - Backward passes ACCUMULATE into every gradient they are given (dx += ...); a NULL gradient
