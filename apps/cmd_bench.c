@@ -7,6 +7,8 @@
 #include "bench/bench.h"
 
 static const mf_command benches[] = {
+    {"attention", "gated self-attention fwd+bwd per memory policy (time, arena peak)",
+     mf_bench_attention},
     {"matmul", "matrix products through oneDNN, f32 and bf16 inputs (GFLOP/s)", mf_bench_matmul},
 };
 

@@ -7,4 +7,8 @@
  * compute: GFLOP/s table on stdout, --csv FILE for a CSV copy, --reps N timed runs. */
 int mf_bench_matmul(int argc, char **argv);
 
+/* One gated self-attention with pair bias (AF2 MSA row attention) forward+backward per memory
+ * policy: time and arena peak as ratios to the unchunked f32 baseline; --memory-table. */
+int mf_bench_attention(int argc, char **argv);
+
 #endif
