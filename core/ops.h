@@ -89,7 +89,8 @@ mf_status mf_scale(mf_ctx *ctx, mf_tensor *y, const mf_tensor *x, float alpha);
 /* y += alpha * x. */
 mf_status mf_axpy(mf_ctx *ctx, mf_tensor *y, float alpha, const mf_tensor *x);
 mf_status mf_fill(mf_ctx *ctx, mf_tensor *y, float value);
-/* Element type conversion f32 <-> bf16 (round to nearest even), same shape; also f32 -> f32. */
+/* Element type conversion, same shape: f32 <-> bf16 (round to nearest even), f32 <-> f64, and
+ * copies f32 -> f32, f64 -> f64. */
 mf_status mf_convert(mf_ctx *ctx, mf_tensor *y, const mf_tensor *x);
 
 /* ---- layout -------------------------------------------------------------------------------- */
@@ -122,10 +123,10 @@ mf_status mf_scatter_add_rows(mf_ctx *ctx, mf_tensor *dx, const mf_tensor *dy,
  *   out[b,q,h,:] = sum_k p[b,h,q,k] v[b,k,h,:],
  *   p = softmax_k(scale * q[b,q,h,:].k[b,k,h,:] + bias[h,q,k] + 1e9 (mask[b,k] - 1)).
  * q [B, Q, H, D]; k, v [B, K, H, D] (f32 or bf16: saved activations may be stored in bf16);
- * bias [H, Q, K] or NULL; mask [B, K] or NULL; lse [B, H, Q] f32 (the log-sum-exp of each logit
- * row, saved so backward recomputes p without storing it; may be NULL at inference). On the CPU,
- * out, lse, dq and dbias are bitwise independent of the chunk size; dk and dv sum over chunks in
- * a different order and agree within f32 rounding. */
+ * bias [H, Q, K] or NULL; mask [B, K] or NULL; lse [B, H, Q] f32 (f64 in an f64 run; the
+ * log-sum-exp of each logit row, saved so backward recomputes p without storing it; may be NULL at
+ * inference). On the CPU, out, lse, dq and dbias are bitwise independent of the chunk size; dk and
+ * dv sum over chunks in a different order and agree within f32 rounding. */
 mf_status mf_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_tensor *lse, const mf_tensor *q,
                                const mf_tensor *k, const mf_tensor *v, const mf_tensor *bias,
                                const mf_tensor *mask, float scale);
@@ -147,7 +148,8 @@ typedef struct {
 /* Forward activations kept for backward, allocated from ctx->arena by the forward pass (take a
  * mark before the forward, release to it after the backward): q, k, v [B, *, H, D], gate (sigmoid
  * output) [B, Q, H, D], o (attention output before the gate) [B, Q, H, D] in ctx->policy.storage
- * precision; lse [B, H, Q] always f32 (its rounding would be amplified by exp(logit - lse)). */
+ * precision; lse [B, H, Q] always f32 (its rounding would be amplified by exp(logit - lse)). An f64
+ * run keeps everything in f64 whatever the policy says. */
 typedef struct {
     mf_tensor q, k, v, gate, o, lse;
 } mf_attention_saved;
