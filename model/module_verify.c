@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "structure_module/verify_ipa.h"
 #include "structure_module/verify_structure.h"
 
 /* Module name -> verifier. Modules register here as they are implemented. */
@@ -15,6 +16,7 @@ static const verifier_entry verifiers[] = {
     {"backbone_update", mf_verify_backbone_update},
     {"fape_clamped", mf_verify_fape},
     {"fape_unclamped", mf_verify_fape},
+    {"invariant_point_attention", mf_verify_invariant_point_attention},
     {"structure_module_transition", mf_verify_structure_module_transition},
     {NULL, NULL},
 };

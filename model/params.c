@@ -43,6 +43,9 @@ mf_status mf_params_init(const mf_param_spec *specs, int n, mf_tensor *params, u
         case MF_INIT_ONES:
             for (int64_t k = 0; k < count; k++) x[k] = 1.0f;
             break;
+        case MF_INIT_SOFTPLUS_INV_ONE:
+            for (int64_t k = 0; k < count; k++) x[k] = (float)log(expm1(1.0));
+            break;
         case MF_INIT_LINEAR:
         case MF_INIT_RELU: {
             float sd = (float)sqrt((s->init == MF_INIT_RELU ? 2.0 : 1.0) / fan_in);

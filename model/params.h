@@ -20,11 +20,13 @@
 #include "model/module_verify.h"
 
 typedef enum {
-    MF_INIT_ZEROS = 0, /* AF2 'zeros' (final projections) and biases */
-    MF_INIT_ONES,      /* layer-norm scales; gating biases (AF2 initialises them to 1) */
-    MF_INIT_LINEAR,    /* AF2 'linear': LeCun truncated normal, variance 1/fan_in */
-    MF_INIT_RELU,      /* AF2 'relu': He truncated normal, variance 2/fan_in */
-    MF_INIT_GLOROT,    /* AF2 'glorot': uniform with fan_in + fan_out */
+    MF_INIT_ZEROS = 0,        /* AF2 'zeros' (final projections) and biases */
+    MF_INIT_ONES,             /* layer-norm scales; gating biases (AF2 initialises them to 1) */
+    MF_INIT_LINEAR,           /* AF2 'linear': LeCun truncated normal, variance 1/fan_in */
+    MF_INIT_RELU,             /* AF2 'relu': He truncated normal, variance 2/fan_in */
+    MF_INIT_GLOROT,           /* AF2 'glorot': uniform with fan_in + fan_out */
+    MF_INIT_SOFTPLUS_INV_ONE, /* the constant log(e - 1), so softplus of it is 1 (IPA's
+                               * trainable_point_weights) */
 } mf_init;
 
 typedef struct {

@@ -63,15 +63,6 @@ int mf_ipa_param_specs(const mf_ipa_dims *d, mf_param_spec *out)
     return (int)(sizeof specs / sizeof specs[0]);
 }
 
-mf_status mf_ipa_init_point_weights(mf_tensor *t)
-{
-    MF_REQUIRE(t && t->data && t->dtype == MF_F32 && t->device == MF_DEV_CPU,
-               "trainable_point_weights: a host f32 tensor is required");
-    float *x = t->data;
-    for (int64_t h = 0; h < mf_tensor_numel(t); h++) x[h] = (float)log(expm1(1.0));
-    return MF_OK;
-}
-
 static mf_status check_dims(const mf_ipa_dims *d)
 {
     MF_REQUIRE(d, "invariant point attention: dims missing");

@@ -56,9 +56,6 @@ typedef struct {
 #define MF_IPA_NUM_PARAMS ((int)(sizeof(mf_ipa_params) / sizeof(mf_tensor)))
 
 int mf_ipa_param_specs(const mf_ipa_dims *d, mf_param_spec *out);
-/* AF2's initial value of trainable_point_weights, log(e - 1) (softplus of it is 1), on a host f32
- * tensor; until model/params.h has that constant initialiser, call it after mf_params_init. */
-mf_status mf_ipa_init_point_weights(mf_tensor *trainable_point_weights);
 
 /* Kept for backward, allocated from ctx->arena in the storage precision (the caller releases them
  * after backward): the four projections q_scalar [N, H c], kv_scalar [N, H (c + c_v)],
