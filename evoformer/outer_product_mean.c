@@ -69,9 +69,10 @@ static mf_tensor rows_view(const mf_tensor *t, int64_t r0, int64_t n, int64_t co
                           t->device, 2, shape);
 }
 
+/* The policy's storage precision; f64 runs (the gradient checks' oracle) keep f64 (ops.h). */
 static mf_dtype storage_dtype(const mf_ctx *ctx, mf_dtype compute)
 {
-    return ctx->policy.storage == MF_BF16 ? MF_BF16 : compute;
+    return ctx->policy.storage == MF_BF16 && compute != MF_F64 ? MF_BF16 : compute;
 }
 
 static mf_tensor *present(mf_tensor *t)

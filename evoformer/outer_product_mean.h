@@ -37,9 +37,9 @@ typedef struct {
 
 int mf_outer_product_mean_param_specs(const mf_outer_product_mean_dims *d, mf_param_spec *out);
 
-/* Kept for backward, from ctx->arena in the policy's storage precision: the masked projections,
- * left residue-major [N, S, c_hidden] (the layout the per-row products read) and right
- * [S, N, c_hidden]. The layer norm and the outer products are recomputed in backward. */
+/* Kept for backward, from ctx->arena in the policy's storage precision (f64 runs keep f64): the
+ * masked projections, left residue-major [N, S, c_hidden] (the layout the per-row products read)
+ * and right [S, N, c_hidden]. The layer norm and the outer products are recomputed in backward. */
 typedef struct {
     mf_tensor left_t, right;
 } mf_outer_product_mean_saved;

@@ -57,9 +57,10 @@ static int64_t chunk_of(const mf_ctx *ctx, int64_t n0)
     return c > 0 && c < n0 ? c : n0;
 }
 
+/* The policy's storage precision; f64 runs (the gradient checks' oracle) keep f64 (ops.h). */
 static mf_dtype storage_dtype(const mf_ctx *ctx, mf_dtype compute)
 {
-    return ctx->policy.storage == MF_BF16 ? MF_BF16 : compute;
+    return ctx->policy.storage == MF_BF16 && compute != MF_F64 ? MF_BF16 : compute;
 }
 
 mf_status mf_transition_forward(mf_ctx *ctx, mf_tensor *out, bool accumulate,

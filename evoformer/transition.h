@@ -36,8 +36,8 @@ typedef struct {
 int mf_transition_param_specs(const mf_transition_dims *d, mf_param_spec *out);
 
 /* Kept for backward, from ctx->arena (the caller releases it after backward): the ReLU output
- * [rows, n*c] in the policy's storage precision (bf16 or the input's dtype). The layer norm is
- * recomputed from x in backward (cheap, and bitwise the forward's). */
+ * [rows, n*c] in the policy's storage precision (bf16 or the input's dtype; f64 runs keep f64). The
+ * layer norm is recomputed from x in backward (cheap, and bitwise the forward's). */
 typedef struct {
     mf_tensor hidden;
 } mf_transition_saved;

@@ -84,9 +84,10 @@ static int64_t chunk_of(const mf_ctx *ctx, int64_t n)
     return c > 0 && c < n ? c : n;
 }
 
+/* The policy's storage precision; f64 runs (the gradient checks' oracle) keep f64 (ops.h). */
 static mf_dtype storage_dtype(const mf_ctx *ctx, mf_dtype compute)
 {
-    return ctx->policy.storage == MF_BF16 ? MF_BF16 : compute;
+    return ctx->policy.storage == MF_BF16 && compute != MF_F64 ? MF_BF16 : compute;
 }
 
 /* The saved tensor itself when it has the compute dtype, else a converted copy in scratch. */

@@ -40,11 +40,11 @@ typedef struct {
 int mf_triangle_multiplication_param_specs(const mf_triangle_multiplication_dims *d,
                                            mf_param_spec *out);
 
-/* Kept for backward, from ctx->arena in the policy's storage precision: the masked, gated
- * projections a_t, b_t channel-major [c_hidden, N, N] (the product's operands) and the product
- * x [N, N, c_hidden] before the center layer norm. Backward recomputes the layer norms, the
- * projections and gates (row chunk by row chunk) and the output projection: four extra
- * [N^2, c_z] x [c_z, c] products and one [N^2, c] x [c, c_z] against keeping seven pair-sized
+/* Kept for backward, from ctx->arena in the policy's storage precision (f64 runs keep f64): the
+ * masked, gated projections a_t, b_t channel-major [c_hidden, N, N] (the product's operands) and
+ * the product x [N, N, c_hidden] before the center layer norm. Backward recomputes the layer norms,
+ * the projections and gates (row chunk by row chunk) and the output projection: four extra [N^2,
+ * c_z] x [c_z, c] products and one [N^2, c] x [c, c_z] against keeping seven pair-sized
  * activations. */
 typedef struct {
     mf_tensor a_t, b_t, x;

@@ -1,11 +1,11 @@
 /* Outer product mean (Alg. 10; evoformer/outer_product_mean.h):
- *  1. the f32 module's forward against a double reference written from Alg. 10 / AF2's einsums
- *     (LayerNorm, masked projections, outer products summed over s, output_w [c, c, c_z] + bias,
- *     divided by 1e-3 + sum_s mask_si mask_sj), and its backward (dm and every parameter gradient)
- *     against central finite differences of that reference, with a random upstream gradient; odd
- *     sizes (S 4, N 7, c_m 6, c_hidden 3, c_z 5), a mask with zeros and one residue masked in
- *     every sequence (its pairs are bias / 1e-3; sections 2-5 then give them no upstream
- *     gradient);
+ *  1. the module run in f64: its forward against a double reference written from Alg. 10 / AF2's
+ *     einsums (LayerNorm, masked projections, outer products summed over s, output_w [c, c, c_z]
+ *     + bias, divided by 1e-3 + sum_s mask_si mask_sj) within 1e-12, its backward (dm and every
+ *     parameter gradient) against central finite differences of its forward, with a random
+ *     upstream gradient; odd sizes (S 4, N 7, c_m 6, c_hidden 3, c_z 5), a mask with zeros and
+ *     one residue masked in every sequence (its pairs are bias / 1e-3); the f32 module (output
+ *     and every gradient) against the f64 module;
  *  2. chunk sizes {1, 3, 64} against unchunked: outputs bitwise, gradients (sums over chunks of
  *     rows) within f32 tolerance; inference (saved NULL) bitwise equal to training;
  *  3. accumulate onto a nonzero output and nonzero gradients;
@@ -57,13 +57,6 @@ static float *to_f32(const double *x, int64_t n)
     float *f = falloc(n);
     mf_f64_to_f32(f, x, n);
     return f;
-}
-
-static double *to_f64(const float *x, int64_t n)
-{
-    double *d = dalloc(n);
-    mf_f32_to_f64(d, x, n);
-    return d;
 }
 
 static void case_init(tcase *c, int64_t S, int64_t N, int64_t Cm, int64_t Ch, int64_t Cz,
@@ -265,6 +258,70 @@ static void compare_res(const tcase *c, const char *what, const tres *r, const t
     }
 }
 
+/* ---- the module in f64 (every op runs its double reference) ---------------------------------- */
+
+/* Double rounding (~1e-16) times the condition of short sums: 1e-12 leaves orders of magnitude of
+ * headroom; elements near zero get atol = 1e-12 * max|ref|. */
+#define TOL_F64 1e-12
+
+static mf_outer_product_mean_params make_params_f64(const tcase *c, double *const *data)
+{
+    mf_outer_product_mean_params p;
+    mf_tensor *t = MF_PARAMS_AS_ARRAY(&p);
+    for (int i = 0; i < NP; i++)
+        t[i] = mf_tensor_make(data[i], MF_F64, MF_DEV_CPU, c->specs[i].ndim, c->specs[i].shape);
+    return p;
+}
+
+#define F64_TENSOR(p, nd, ...)                                                                     \
+    mf_tensor_make((p), MF_F64, MF_DEV_CPU, (nd), (const int64_t[MF_MAX_DIMS]){__VA_ARGS__})
+
+typedef struct {
+    mf_ctx *ctx;
+    tcase *c;
+    double *out;
+} f64_run;
+
+/* The inference forward in f64 over the case's (perturbed) double arrays, for mf_gradcheck. */
+static void module_f64_forward(void *ud)
+{
+    f64_run *u = ud;
+    tcase *c = u->c;
+    mf_tensor m = F64_TENSOR(c->m, 3, c->S, c->N, c->Cm);
+    mf_tensor mask = F64_TENSOR(c->mask, 2, c->S, c->N);
+    mf_tensor out = F64_TENSOR(u->out, 3, c->N, c->N, c->Cz);
+    mf_outer_product_mean_params p = make_params_f64(c, c->p);
+    mf_status st = mf_outer_product_mean_forward(u->ctx, &out, false, NULL, &m, &mask, &p, &c->d);
+    if (st != MF_OK) mf_test_fail("outer_product_mean f64 forward: %s", mf_last_error());
+}
+
+/* Training forward and backward in f64: out, and dm, dp accumulated from zero. */
+static void module_f64_train(mf_ctx *ctx, tcase *c, double *out, double *dm, double **dp,
+                             const double *gout)
+{
+    mf_tensor m = F64_TENSOR(c->m, 3, c->S, c->N, c->Cm);
+    mf_tensor mask = F64_TENSOR(c->mask, 2, c->S, c->N);
+    mf_tensor to = F64_TENSOR(out, 3, c->N, c->N, c->Cz);
+    mf_tensor tdm = F64_TENSOR(dm, 3, c->S, c->N, c->Cm);
+    mf_tensor g = F64_TENSOR((void *)gout, 3, c->N, c->N, c->Cz);
+    mf_outer_product_mean_params p = make_params_f64(c, c->p), tdp = make_params_f64(c, dp);
+    mf_outer_product_mean_saved saved;
+    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    MF_TEST_OK(mf_outer_product_mean_forward(ctx, &to, false, &saved, &m, &mask, &p, &c->d));
+    MF_TEST_TRUE(saved.left_t.dtype == MF_F64 && saved.right.dtype == MF_F64,
+                 "outer_product_mean f64: saved projections are %s, %s",
+                 mf_dtype_name(saved.left_t.dtype), mf_dtype_name(saved.right.dtype));
+    MF_TEST_OK(mf_outer_product_mean_backward(ctx, &tdm, &tdp, &g, &saved, &m, &mask, &p, &c->d));
+    mf_arena_release(ctx->arena, mark);
+}
+
+static void check_f64(const char *name, const double *a, const double *ref, int64_t n)
+{
+    double mx = 0;
+    for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs(ref[i]));
+    mf_check_close_f64(name, a, ref, n, TOL_F64 * mx, TOL_F64);
+}
+
 static void check_case(mf_ctx *ctx, int64_t S, int64_t N, int64_t Cm, int64_t Ch, int64_t Cz,
                        uint64_t seed)
 {
@@ -279,41 +336,59 @@ static void check_case(mf_ctx *ctx, int64_t S, int64_t N, int64_t Cm, int64_t Ch
     for (int i = 0; i < NP; i++) in.p[i] = to_f32(c.p[i], c.pn[i]);
     double *goutd = dalloc(c.no);
     mf_test_fill_normal_f64(goutd, c.no, seed + 99, 1.0);
+    /* The masked residue's pairs are bias / 1e-3: a 1e-3 upstream gradient there keeps their terms
+     * of the checked sum O(1) (finite differences in double lose ~eps |L| / h) and keeps them from
+     * dominating d output_b and the gradient scale of the bf16 checks. */
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t f = 0; f < Cz; f++) {
+            goutd[(2 * N + i) * Cz + f] *= 1e-3;
+            if (i != 2) goutd[(i * N + 2) * Cz + f] *= 1e-3;
+        }
     round_to_f32(goutd, c.no);
     in.gout = to_f32(goutd, c.no);
 
-    /* 1. */
-    ctx->policy = mf_policy_default();
-    tres base;
-    run_f32(ctx, &c, &in, &base, NULL, false, dims);
-    ref_forward(&c);
+    /* 1. The module in f64 against the reference and against its own finite differences (storage
+     * bf16 asked for, which f64 runs ignore); the f32 module against the f64 module. */
     char what[200];
-    snprintf(what, sizeof what, "%s: f32 output vs f64 reference", dims);
-    mf_check_close_f32_f64(what, base.out, c.out, c.no, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    double *out64 = dalloc(c.no), *dm64 = dalloc(c.nm), *dp64[NP];
+    for (int i = 0; i < NP; i++) dp64[i] = dalloc(c.pn[i]);
+    ctx->policy = mf_policy_default();
+    ctx->policy.storage = MF_BF16;
+    ctx->policy.chunk_size = 2;
+    module_f64_train(ctx, &c, out64, dm64, dp64, goutd);
+    ref_forward(&c);
+    snprintf(what, sizeof what, "%s: f64 module output vs f64 reference", dims);
+    check_f64(what, out64, c.out, c.no);
+    f64_run u = {ctx, &c, dalloc(c.no)};
     mf_gc_array gin[1 + NP];
     const double *grads[1 + NP];
     gin[0] = (mf_gc_array){"m", c.m, c.nm};
-    grads[0] = to_f64(base.dm, c.nm);
+    grads[0] = dm64;
     for (int i = 0; i < NP; i++) {
         gin[1 + i] = (mf_gc_array){c.specs[i].name, c.p[i], c.pn[i]};
-        grads[1 + i] = to_f64(base.dp[i], c.pn[i]);
+        grads[1 + i] = dp64[i];
     }
-    mf_gc_array outs[1] = {{"update", c.out, c.no}};
+    mf_gc_array outs[1] = {{"update", u.out, c.no}};
     const double *gouts[1] = {goutd};
-    snprintf(what, sizeof what, "%s: f32 backward vs f64 reference", dims);
-    mf_gradcheck(what, ref_forward, &c, gin, grads, 1 + NP, outs, gouts, 1, MF_TOL_FD_STEP,
-                 MF_TOL_F32_ATOL, MF_TOL_F32_RTOL, 0);
-    for (int i = 0; i < 1 + NP; i++) free((void *)grads[i]);
-
-    /* From here on no upstream gradient reaches the pairs of the masked residue, as downstream
-     * pair masks ensure for a padded residue: through their 1 / 1e-3 factor they would
-     * otherwise dominate d output_b and every gradient scale of the bf16 checks. */
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t f = 0; f < Cz; f++)
-            in.gout[(2 * N + i) * Cz + f] = in.gout[(i * N + 2) * Cz + f] = 0;
-    free_res(&base);
+    snprintf(what, sizeof what, "%s: f64 module backward", dims);
+    mf_gradcheck(what, module_f64_forward, &u, gin, grads, 1 + NP, outs, gouts, 1, MF_TOL_FD_STEP,
+                 MF_TOL_FD_ATOL, MF_TOL_FD_RTOL, 0);
+    free(u.out);
     ctx->policy = mf_policy_default();
+    tres base;
     run_f32(ctx, &c, &in, &base, NULL, false, dims);
+    snprintf(what, sizeof what, "%s: f32 output vs f64 module", dims);
+    mf_check_close_f32_f64(what, base.out, out64, c.no, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    snprintf(what, sizeof what, "%s: f32 dm vs f64 module", dims);
+    mf_check_close_f32_f64(what, base.dm, dm64, c.nm, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    for (int i = 0; i < NP; i++) {
+        snprintf(what, sizeof what, "%s: f32 d %s vs f64 module", dims, c.specs[i].name);
+        mf_check_close_f32_f64(what, base.dp[i], dp64[i], c.pn[i], MF_TOL_F32_ATOL,
+                               MF_TOL_F32_RTOL);
+    }
+    free(out64);
+    free(dm64);
+    for (int i = 0; i < NP; i++) free(dp64[i]);
 
     /* 2. */
     const int64_t chunks[3] = {1, 3, 64};

@@ -1,8 +1,9 @@
 /* MSA / pair transition (Alg. 9, Alg. 15; evoformer/transition.h):
- *  1. the f32 module's forward against a double reference composed from core/ref ops, and its
- *     backward (input and every parameter gradient) against central finite differences of that
- *     double reference, with a random upstream gradient, at odd sizes (x [3, 5, 6], factor 3, and
- *     a 2-D x [7, 5], factor 2);
+ *  1. the module run in f64: its forward against a double reference composed from core/ref ops
+ *     (1e-12), its backward (input and every parameter gradient) against central finite
+ *     differences of its forward, with a random upstream gradient, at odd sizes (x [3, 5, 6],
+ *     factor 3, and a 2-D x [7, 5], factor 2); the f32 module (output and every gradient)
+ *     against the f64 module;
  *  2. chunk sizes {1, 3, 64} against unchunked: outputs and dx bitwise, weight gradients (sums
  *     over chunks) within f32 tolerance; inference (saved NULL) bitwise equal to training;
  *  3. accumulate: the forward adds onto a nonzero output, the backward onto nonzero gradients;
@@ -56,13 +57,6 @@ static float *to_f32(const double *x, int64_t n)
     float *f = falloc(n);
     mf_f64_to_f32(f, x, n);
     return f;
-}
-
-static double *to_f64(const float *x, int64_t n)
-{
-    double *d = dalloc(n);
-    mf_f32_to_f64(d, x, n);
-    return d;
 }
 
 static void case_init(tcase *c, int ndim, const int64_t *shape, int64_t factor, uint64_t seed)
@@ -183,6 +177,64 @@ static void free_res(tres *r)
     for (int i = 0; i < NP; i++) free(r->dp[i]);
 }
 
+/* ---- the module in f64 (every op runs its double reference) ---------------------------------- */
+
+/* Double rounding (~1e-16) times the condition of short sums: 1e-12 leaves orders of magnitude of
+ * headroom; elements near zero get atol = 1e-12 * max|ref|. */
+#define TOL_F64 1e-12
+
+static mf_transition_params make_params_f64(const tcase *c, double *const *data)
+{
+    mf_transition_params p;
+    mf_tensor *t = MF_PARAMS_AS_ARRAY(&p);
+    for (int i = 0; i < NP; i++)
+        t[i] = mf_tensor_make(data[i], MF_F64, MF_DEV_CPU, c->specs[i].ndim, c->specs[i].shape);
+    return p;
+}
+
+typedef struct {
+    mf_ctx *ctx;
+    tcase *c;
+    double *out;
+} f64_run;
+
+/* The inference forward in f64 over the case's (perturbed) double arrays, for mf_gradcheck. */
+static void module_f64_forward(void *ud)
+{
+    f64_run *u = ud;
+    tcase *c = u->c;
+    mf_tensor x = mf_tensor_make(c->x, MF_F64, MF_DEV_CPU, c->ndim, c->shape);
+    mf_tensor out = mf_tensor_make(u->out, MF_F64, MF_DEV_CPU, c->ndim, c->shape);
+    mf_transition_params p = make_params_f64(c, c->p);
+    mf_status st = mf_transition_forward(u->ctx, &out, false, NULL, &x, &p, &c->d);
+    if (st != MF_OK) mf_test_fail("transition f64 forward: %s", mf_last_error());
+}
+
+/* Training forward and backward in f64: out, and dx, dp accumulated from zero. */
+static void module_f64_train(mf_ctx *ctx, tcase *c, double *out, double *dx, double **dp,
+                             const double *gout)
+{
+    mf_tensor x = mf_tensor_make(c->x, MF_F64, MF_DEV_CPU, c->ndim, c->shape);
+    mf_tensor to = mf_tensor_make(out, MF_F64, MF_DEV_CPU, c->ndim, c->shape);
+    mf_tensor tdx = mf_tensor_make(dx, MF_F64, MF_DEV_CPU, c->ndim, c->shape);
+    mf_tensor g = mf_tensor_make((void *)gout, MF_F64, MF_DEV_CPU, c->ndim, c->shape);
+    mf_transition_params p = make_params_f64(c, c->p), tdp = make_params_f64(c, dp);
+    mf_transition_saved saved;
+    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    MF_TEST_OK(mf_transition_forward(ctx, &to, false, &saved, &x, &p, &c->d));
+    MF_TEST_TRUE(saved.hidden.dtype == MF_F64, "transition f64: saved hidden is %s",
+                 mf_dtype_name(saved.hidden.dtype));
+    MF_TEST_OK(mf_transition_backward(ctx, &tdx, &tdp, &g, &saved, &x, &p, &c->d));
+    mf_arena_release(ctx->arena, mark);
+}
+
+static void check_f64(const char *name, const double *a, const double *ref, int64_t n)
+{
+    double mx = 0;
+    for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs(ref[i]));
+    mf_check_close_f64(name, a, ref, n, TOL_F64 * mx, TOL_F64);
+}
+
 static void check_case(mf_ctx *ctx, int ndim, const int64_t *shape, int64_t factor, uint64_t seed)
 {
     tcase c;
@@ -201,28 +253,48 @@ static void check_case(mf_ctx *ctx, int ndim, const int64_t *shape, int64_t fact
     round_to_f32(goutd, c.nx);
     float *gout = to_f32(goutd, c.nx);
 
-    /* 1. f32 module against the double reference and its finite differences. */
-    ctx->policy = mf_policy_default();
-    tres base;
-    run_f32(ctx, &c, xf, pf, gout, &base, NULL, false, dims);
-    ref_forward(&c);
+    /* 1. The module in f64 against the reference and against its own finite differences (storage
+     * bf16 asked for, which f64 runs ignore); the f32 module against the f64 module. */
     char what[160];
-    snprintf(what, sizeof what, "transition %s: f32 output vs f64 reference", dims);
-    mf_check_close_f32_f64(what, base.out, c.out, c.nx, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    double *out64 = dalloc(c.nx), *dx64 = dalloc(c.nx), *dp64[NP];
+    for (int i = 0; i < NP; i++) dp64[i] = dalloc(c.pn[i]);
+    ctx->policy = mf_policy_default();
+    ctx->policy.storage = MF_BF16;
+    ctx->policy.chunk_size = 2;
+    module_f64_train(ctx, &c, out64, dx64, dp64, goutd);
+    ref_forward(&c);
+    snprintf(what, sizeof what, "transition %s: f64 module output vs f64 reference", dims);
+    check_f64(what, out64, c.out, c.nx);
+    f64_run u = {ctx, &c, dalloc(c.nx)};
     mf_gc_array in[1 + NP];
     const double *grads[1 + NP];
     in[0] = (mf_gc_array){"x", c.x, c.nx};
-    grads[0] = to_f64(base.dx, c.nx);
+    grads[0] = dx64;
     for (int i = 0; i < NP; i++) {
         in[1 + i] = (mf_gc_array){c.specs[i].name, c.p[i], c.pn[i]};
-        grads[1 + i] = to_f64(base.dp[i], c.pn[i]);
+        grads[1 + i] = dp64[i];
     }
-    mf_gc_array outs[1] = {{"update", c.out, c.nx}};
+    mf_gc_array outs[1] = {{"update", u.out, c.nx}};
     const double *gouts[1] = {goutd};
-    snprintf(what, sizeof what, "transition %s: f32 backward vs f64 reference", dims);
-    mf_gradcheck(what, ref_forward, &c, in, grads, 1 + NP, outs, gouts, 1, MF_TOL_FD_STEP,
-                 MF_TOL_F32_ATOL, MF_TOL_F32_RTOL, 0);
-    for (int i = 0; i < 1 + NP; i++) free((void *)grads[i]);
+    snprintf(what, sizeof what, "transition %s: f64 module backward", dims);
+    mf_gradcheck(what, module_f64_forward, &u, in, grads, 1 + NP, outs, gouts, 1, MF_TOL_FD_STEP,
+                 MF_TOL_FD_ATOL, MF_TOL_FD_RTOL, 0);
+    free(u.out);
+    ctx->policy = mf_policy_default();
+    tres base;
+    run_f32(ctx, &c, xf, pf, gout, &base, NULL, false, dims);
+    snprintf(what, sizeof what, "transition %s: f32 output vs f64 module", dims);
+    mf_check_close_f32_f64(what, base.out, out64, c.nx, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    snprintf(what, sizeof what, "transition %s: f32 dx vs f64 module", dims);
+    mf_check_close_f32_f64(what, base.dx, dx64, c.nx, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    for (int i = 0; i < NP; i++) {
+        snprintf(what, sizeof what, "transition %s: f32 d %s vs f64 module", dims, c.specs[i].name);
+        mf_check_close_f32_f64(what, base.dp[i], dp64[i], c.pn[i], MF_TOL_F32_ATOL,
+                               MF_TOL_F32_RTOL);
+    }
+    free(out64);
+    free(dx64);
+    for (int i = 0; i < NP; i++) free(dp64[i]);
 
     /* 2. chunking, and inference against training. */
     const int64_t chunks[3] = {1, 3, 64};

@@ -1,10 +1,11 @@
 /* Triangular multiplicative update, outgoing (Alg. 11) and incoming (Alg. 12)
  * (evoformer/triangle_multiplication.h), each direction:
- *  1. the f32 module's forward against a double reference written from the algorithms / AF2's
- *     einsums ('ikc,jkc->ijc', 'kjc,kic->ijc') by plain loops, and its backward (dz and all 16
- *     parameter gradients) against central finite differences of that reference, with a random
- *     upstream gradient; odd sizes (N 7, c_z 5, c_hidden 4), a pair mask with zeros and one
- *     residue (row and column) fully masked;
+ *  1. the module run in f64: its forward against a double reference written from the algorithms
+ *     / AF2's einsums ('ikc,jkc->ijc', 'kjc,kic->ijc') by plain loops within 1e-12, its backward
+ *     (dz and all 16 parameter gradients) against central finite differences of its forward,
+ *     with a random upstream gradient; odd sizes (N 7, c_z 5, c_hidden 4), a pair mask with zeros
+ *     and one residue (row and column) fully masked; the f32 module (output and every gradient)
+ *     against the f64 module;
  *  2. chunk sizes {1, 3, 64} against unchunked: outputs and dz bitwise, weight gradients (sums
  *     over chunks of rows) within f32 tolerance; inference (saved NULL) bitwise equal to
  *     training;
@@ -78,13 +79,6 @@ static float *to_f32(const double *x, int64_t n)
     float *f = falloc(n);
     mf_f64_to_f32(f, x, n);
     return f;
-}
-
-static double *to_f64(const float *x, int64_t n)
-{
-    double *d = dalloc(n);
-    mf_f32_to_f64(d, x, n);
-    return d;
 }
 
 static void case_init(tcase *c, int64_t N, int64_t Cz, int64_t Ch, bool outgoing, uint64_t seed)
@@ -290,6 +284,71 @@ static void compare_res(const tcase *c, const char *what, const tres *r, const t
     }
 }
 
+/* ---- the module in f64 (every op runs its double reference) ---------------------------------- */
+
+/* Double rounding (~1e-16) times the condition of short sums: 1e-12 leaves orders of magnitude of
+ * headroom; elements near zero get atol = 1e-12 * max|ref|. */
+#define TOL_F64 1e-12
+
+static mf_triangle_multiplication_params make_params_f64(const tcase *c, double *const *data)
+{
+    mf_triangle_multiplication_params p;
+    mf_tensor *t = MF_PARAMS_AS_ARRAY(&p);
+    for (int i = 0; i < NP; i++)
+        t[i] = mf_tensor_make(data[i], MF_F64, MF_DEV_CPU, c->specs[i].ndim, c->specs[i].shape);
+    return p;
+}
+
+#define F64_TENSOR(p, nd, ...)                                                                     \
+    mf_tensor_make((p), MF_F64, MF_DEV_CPU, (nd), (const int64_t[MF_MAX_DIMS]){__VA_ARGS__})
+
+typedef struct {
+    mf_ctx *ctx;
+    tcase *c;
+    double *out;
+} f64_run;
+
+/* The inference forward in f64 over the case's (perturbed) double arrays, for mf_gradcheck. */
+static void module_f64_forward(void *ud)
+{
+    f64_run *u = ud;
+    tcase *c = u->c;
+    mf_tensor z = F64_TENSOR(c->z, 3, c->N, c->N, c->Cz);
+    mf_tensor mask = F64_TENSOR(c->mask, 2, c->N, c->N);
+    mf_tensor out = F64_TENSOR(u->out, 3, c->N, c->N, c->Cz);
+    mf_triangle_multiplication_params p = make_params_f64(c, c->p);
+    mf_status st =
+        mf_triangle_multiplication_forward(u->ctx, &out, false, NULL, &z, &mask, &p, &c->d);
+    if (st != MF_OK) mf_test_fail("triangle_multiplication f64 forward: %s", mf_last_error());
+}
+
+/* Training forward and backward in f64: out, and dz, dp accumulated from zero. */
+static void module_f64_train(mf_ctx *ctx, tcase *c, double *out, double *dz, double **dp,
+                             const double *gout)
+{
+    mf_tensor z = F64_TENSOR(c->z, 3, c->N, c->N, c->Cz);
+    mf_tensor mask = F64_TENSOR(c->mask, 2, c->N, c->N);
+    mf_tensor to = F64_TENSOR(out, 3, c->N, c->N, c->Cz);
+    mf_tensor tdz = F64_TENSOR(dz, 3, c->N, c->N, c->Cz);
+    mf_tensor g = F64_TENSOR((void *)gout, 3, c->N, c->N, c->Cz);
+    mf_triangle_multiplication_params p = make_params_f64(c, c->p), tdp = make_params_f64(c, dp);
+    mf_triangle_multiplication_saved saved;
+    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    MF_TEST_OK(mf_triangle_multiplication_forward(ctx, &to, false, &saved, &z, &mask, &p, &c->d));
+    MF_TEST_TRUE(saved.a_t.dtype == MF_F64 && saved.b_t.dtype == MF_F64 && saved.x.dtype == MF_F64,
+                 "triangle_multiplication f64: saved activations not f64");
+    MF_TEST_OK(
+        mf_triangle_multiplication_backward(ctx, &tdz, &tdp, &g, &saved, &z, &mask, &p, &c->d));
+    mf_arena_release(ctx->arena, mark);
+}
+
+static void check_f64(const char *name, const double *a, const double *ref, int64_t n)
+{
+    double mx = 0;
+    for (int64_t i = 0; i < n; i++) mx = fmax(mx, fabs(ref[i]));
+    mf_check_close_f64(name, a, ref, n, TOL_F64 * mx, TOL_F64);
+}
+
 static void check_case(mf_ctx *ctx, int64_t N, int64_t Cz, int64_t Ch, bool outgoing, uint64_t seed)
 {
     tcase c;
@@ -302,32 +361,54 @@ static void check_case(mf_ctx *ctx, int64_t N, int64_t Cz, int64_t Ch, bool outg
     in.mask = to_f32(c.mask, N * N);
     for (int i = 0; i < NP; i++) in.p[i] = to_f32(c.p[i], c.pn[i]);
     double *goutd = dalloc(c.nz);
-    mf_test_fill_normal_f64(goutd, c.nz, seed + 99, 1.0);
+    /* Standard deviation 0.5: the checked sum L stays ~10, so the finite differences' rounding
+     * (~eps |L| / h) stays well under MF_TOL_FD_ATOL. */
+    mf_test_fill_normal_f64(goutd, c.nz, seed + 99, 0.5);
     round_to_f32(goutd, c.nz);
     in.gout = to_f32(goutd, c.nz);
 
-    /* 1. */
-    ctx->policy = mf_policy_default();
-    tres base;
-    run_f32(ctx, &c, &in, &base, NULL, false, dims);
-    ref_forward(&c);
+    /* 1. The module in f64 against the reference and against its own finite differences (storage
+     * bf16 asked for, which f64 runs ignore); the f32 module against the f64 module. */
     char what[200];
-    snprintf(what, sizeof what, "%s: f32 output vs f64 reference", dims);
-    mf_check_close_f32_f64(what, base.out, c.out, c.nz, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    double *out64 = dalloc(c.nz), *dz64 = dalloc(c.nz), *dp64[NP];
+    for (int i = 0; i < NP; i++) dp64[i] = dalloc(c.pn[i]);
+    ctx->policy = mf_policy_default();
+    ctx->policy.storage = MF_BF16;
+    ctx->policy.chunk_size = 2;
+    module_f64_train(ctx, &c, out64, dz64, dp64, goutd);
+    ref_forward(&c);
+    snprintf(what, sizeof what, "%s: f64 module output vs f64 reference", dims);
+    check_f64(what, out64, c.out, c.nz);
+    f64_run u = {ctx, &c, dalloc(c.nz)};
     mf_gc_array gin[1 + NP];
     const double *grads[1 + NP];
     gin[0] = (mf_gc_array){"z", c.z, c.nz};
-    grads[0] = to_f64(base.dz, c.nz);
+    grads[0] = dz64;
     for (int i = 0; i < NP; i++) {
         gin[1 + i] = (mf_gc_array){c.specs[i].name, c.p[i], c.pn[i]};
-        grads[1 + i] = to_f64(base.dp[i], c.pn[i]);
+        grads[1 + i] = dp64[i];
     }
-    mf_gc_array outs[1] = {{"update", c.out, c.nz}};
+    mf_gc_array outs[1] = {{"update", u.out, c.nz}};
     const double *gouts[1] = {goutd};
-    snprintf(what, sizeof what, "%s: f32 backward vs f64 reference", dims);
-    mf_gradcheck(what, ref_forward, &c, gin, grads, 1 + NP, outs, gouts, 1, MF_TOL_FD_STEP,
-                 MF_TOL_F32_ATOL, MF_TOL_F32_RTOL, 0);
-    for (int i = 0; i < 1 + NP; i++) free((void *)grads[i]);
+    snprintf(what, sizeof what, "%s: f64 module backward", dims);
+    mf_gradcheck(what, module_f64_forward, &u, gin, grads, 1 + NP, outs, gouts, 1, MF_TOL_FD_STEP,
+                 MF_TOL_FD_ATOL, MF_TOL_FD_RTOL, 0);
+    free(u.out);
+    ctx->policy = mf_policy_default();
+    tres base;
+    run_f32(ctx, &c, &in, &base, NULL, false, dims);
+    snprintf(what, sizeof what, "%s: f32 output vs f64 module", dims);
+    mf_check_close_f32_f64(what, base.out, out64, c.nz, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    snprintf(what, sizeof what, "%s: f32 dz vs f64 module", dims);
+    mf_check_close_f32_f64(what, base.dz, dz64, c.nz, MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+    for (int i = 0; i < NP; i++) {
+        snprintf(what, sizeof what, "%s: f32 d %s vs f64 module", dims, c.specs[i].name);
+        mf_check_close_f32_f64(what, base.dp[i], dp64[i], c.pn[i], MF_TOL_F32_ATOL,
+                               MF_TOL_F32_RTOL);
+    }
+    free(out64);
+    free(dz64);
+    for (int i = 0; i < NP; i++) free(dp64[i]);
 
     /* 2. */
     const int64_t chunks[3] = {1, 3, 64};
