@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "evoformer/verify_evoformer_attention.h"
+#include "evoformer/verify_evoformer_pair.h"
 #include "structure_module/verify_ipa.h"
 #include "structure_module/verify_structure.h"
 
@@ -17,6 +19,16 @@ static const verifier_entry verifiers[] = {
     {"fape_clamped", mf_verify_fape},
     {"fape_unclamped", mf_verify_fape},
     {"invariant_point_attention", mf_verify_invariant_point_attention},
+    {"msa_column_attention", mf_verify_msa_column_attention},
+    {"msa_column_global_attention", mf_verify_msa_column_global_attention},
+    {"msa_row_attention_with_pair_bias", mf_verify_msa_row_attention_with_pair_bias},
+    {"msa_transition", mf_verify_msa_transition},
+    {"outer_product_mean", mf_verify_outer_product_mean},
+    {"pair_transition", mf_verify_pair_transition},
+    {"triangle_attention_ending_node", mf_verify_triangle_attention_ending_node},
+    {"triangle_attention_starting_node", mf_verify_triangle_attention_starting_node},
+    {"triangle_multiplication_incoming", mf_verify_triangle_multiplication_incoming},
+    {"triangle_multiplication_outgoing", mf_verify_triangle_multiplication_outgoing},
     {"structure_module_transition", mf_verify_structure_module_transition},
     {NULL, NULL},
 };
