@@ -35,9 +35,11 @@
 #include "model/config.h"
 #include "model/params.h"
 
-#define MF_EMBEDDERS_SCOPE "alphafold/alphafold_iteration/evoformer/"
+/* Scopes of the parameter tables: a parameter's full AF2 name is "<scope>/<spec name>" (the
+ * convention of model/param_store.h's mf_param_store_bind). */
+#define MF_EMBEDDERS_SCOPE "alphafold/alphafold_iteration/evoformer"
 #define MF_TEMPLATE_PAIR_EMBEDDER_SCOPE                                                            \
-    "alphafold/alphafold_iteration/evoformer/template_embedding/single_template_embedding/"
+    "alphafold/alphafold_iteration/evoformer/template_embedding/single_template_embedding"
 #define MF_EMBEDDER_LN_EPS 1e-5f
 
 /* AF2 feature widths: aatype one-hots have 22 classes (20 amino acids, X, gap), the extra MSA 23
