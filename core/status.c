@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MF_MSG_CAP 1024
+#define MF_MSG_CAP 8192 /* room for a listing of missing/unexpected parameter names */
 static _Thread_local char mf_msg[MF_MSG_CAP];
 
 mf_status mf_error(mf_status code, const char *file, int line, const char *fmt, ...)

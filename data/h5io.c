@@ -43,6 +43,24 @@ static hid_t mem_type(mf_dtype t)
     return H5T_NATIVE_FLOAT;
 }
 
+/* On-disk type: little-endian IEEE floats and integers; bf16 as raw 16-bit patterns. */
+static hid_t file_type(mf_dtype t)
+{
+    switch (t) {
+    case MF_F32:
+        return H5T_IEEE_F32LE;
+    case MF_F64:
+        return H5T_IEEE_F64LE;
+    case MF_I32:
+        return H5T_STD_I32LE;
+    case MF_I8:
+        return H5T_STD_I8LE;
+    case MF_BF16:
+        return H5T_STD_U16LE;
+    }
+    return H5T_IEEE_F32LE;
+}
+
 mf_status mf_h5_open_read(const char *path, hid_t *out)
 {
     mf_h5_quiet();
@@ -337,10 +355,7 @@ mf_status mf_h5_write_array(mf_h5_writer *w, const char *name, mf_dtype dtype, i
         H5Pset_shuffle(dcpl);
         H5Pset_deflate(dcpl, 4);
     }
-    hid_t ftype = dtype == MF_F32   ? H5T_IEEE_F32LE
-                  : dtype == MF_I32 ? H5T_STD_I32LE
-                  : dtype == MF_I8  ? H5T_STD_I8LE
-                                    : H5T_STD_U16LE;
+    hid_t ftype = file_type(dtype);
     hid_t d = H5Dcreate2(w->file, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     mf_status st = MF_OK;
     if (d < 0)

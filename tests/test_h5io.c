@@ -26,6 +26,9 @@ int main(void)
     MF_TEST_TRUE(access(path, F_OK) != 0, "final path exists before commit");
     MF_TEST_OK(mf_h5_write_array(&w, "grads/alphafold|x||w", MF_F32, 3, sa, a));
     MF_TEST_OK(mf_h5_write_array(&w, "aatype", MF_I32, 1, si, idx));
+    double dd[3] = {1.0 / 3.0, -2.5e-300, 7.0};
+    int64_t sd[1] = {3};
+    MF_TEST_OK(mf_h5_write_array(&w, "f64", MF_F64, 1, sd, dd));
     MF_TEST_OK(mf_h5_write_attr_string(&w, "/", "schema", "memfold-test"));
     MF_TEST_OK(mf_h5_write_attr_double(&w, "grads/alphafold|x||w", "scale", 2.5));
     MF_TEST_OK(mf_h5_writer_commit(&w));
@@ -41,6 +44,9 @@ int main(void)
     MF_TEST_TRUE(r.ndim == 1 && r.shape[0] == 5 && !memcmp(r.data, idx, sizeof idx),
                  "i32 round trip differs");
     mf_h5_array_free(&r);
+    MF_TEST_OK(mf_h5_read_array(f, path, "f64", MF_F64, &r));
+    MF_TEST_TRUE(r.data && r.ndim == 1 && !memcmp(r.data, dd, sizeof dd), "f64 round trip differs");
+    mf_h5_array_free(&r);
     char *s = NULL;
     MF_TEST_OK(mf_h5_read_attr_string(f, "/", "schema", &s));
     MF_TEST_TRUE(s && !strcmp(s, "memfold-test"), "string attribute '%s'", s ? s : "(null)");
@@ -51,7 +57,8 @@ int main(void)
     char **names;
     int n;
     MF_TEST_OK(mf_h5_list(f, "/", &names, &n));
-    MF_TEST_TRUE(n == 2 && !strcmp(names[0], "aatype") && !strcmp(names[1], "grads"),
+    MF_TEST_TRUE(n == 3 && !strcmp(names[0], "aatype") && !strcmp(names[1], "f64") &&
+                     !strcmp(names[2], "grads"),
                  "root listing wrong (%d entries)", n);
     mf_h5_free_names(names, n);
 
