@@ -15,6 +15,7 @@ int mf_cmd_version(int argc, char **argv);
 int mf_cmd_verify(int argc, char **argv);
 int mf_cmd_config(int argc, char **argv);
 int mf_cmd_bench(int argc, char **argv);
+int mf_cmd_eval(int argc, char **argv);
 
 /* Prints "memfold <cmd>: <message>" for the last error and returns 1. */
 int mf_report_error(const char *cmd);

@@ -7,6 +7,8 @@
 static const mf_command commands[] = {
     {"bench", "benchmarks: time and peak memory of ops and blocks", mf_cmd_bench},
     {"config", "list presets, print or write a configuration", mf_cmd_config},
+    {"eval", "compare a predicted structure with a reference: lDDT-Ca, lDDT, TM-score, GDT, RMSD",
+     mf_cmd_eval},
     {"verify", "check modules against reference vectors (shared/testvectors/modules)",
      mf_cmd_verify},
     {"version", "print the version and build configuration", mf_cmd_version},
