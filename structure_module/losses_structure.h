@@ -41,9 +41,9 @@
  * residue_constants, atom14 van der Waals radii (element = first letter of the atom name; 0 for
  * absent slots) and make_atom14_dists_bounds(clash_overlap_tolerance,
  * violation_tolerance_factor). About 34 KB.
- * Note: OpenFold's between_residue_bond_loss (and so the reference vectors' loss/violation) uses
- * the C-N bond-length stddev 0.014 as the CA-C-N cosine stddev; AF2 uses 0.0311. Setting
- * cos_angle_ca_c_n[1] = bond_length_stddev_c_n[0] reproduces it. */
+ * As in AF2's all_atom.between_residue_bond_loss (and OpenFold's), the CA-C-N angle's tolerance
+ * is violation_tolerance_factor times the C-N bond-length stddev (0.014), not the angle's own
+ * stddev (cos_angle_ca_c_n[1], kept for reference only). */
 typedef struct {
     float violation_tolerance_factor; /* stddevs of the flat bottom (AF2: 12) */
     float clash_overlap_tolerance;    /* Angstrom (AF2: 1.5) */
