@@ -6,8 +6,6 @@
 #include "apps/commands.h"
 #include "model/config.h"
 
-int mf_cmd_config(int argc, char **argv);
-
 static void config_usage(FILE *f)
 {
     fprintf(f, "usage: memfold config list\n"

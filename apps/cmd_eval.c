@@ -13,8 +13,6 @@
 #include "eval/tmscore.h"
 #include "protein/residue_constants.h"
 
-int mf_cmd_eval(int argc, char **argv);
-
 #define CA 1 /* atom37 slot of C-alpha */
 
 static void eval_usage(FILE *f)

@@ -12,8 +12,6 @@
 #include "apps/commands.h"
 #include "data/featurize.h"
 
-int mf_cmd_featurize(int argc, char **argv);
-
 static void featurize_usage(FILE *f)
 {
     fprintf(

@@ -10,8 +10,6 @@
 #include "apps/commands.h"
 #include "data/h5io.h"
 
-int mf_cmd_inspect(int argc, char **argv);
-
 #define TREE_LINES_DEFAULT 200
 
 static void inspect_usage(FILE *f)
