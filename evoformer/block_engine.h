@@ -37,7 +37,8 @@
  * recompute off on the CPU (the same module code in the same order; the forward-only path equals
  * the saving path bitwise, as the modules state). bf16 checkpoints round the recomputation's
  * inputs (gradients within bf16 storage tolerance). policy.inplace takes the modules' own
- * accumulation, which may round differently from s + u (within f32 rounding). */
+ * accumulation, which adds the finished update once, as s + u does: bitwise the same in the tests
+ * (tests/test_evoformer_policies.c). */
 #ifndef MF_EVOFORMER_BLOCK_ENGINE_H
 #define MF_EVOFORMER_BLOCK_ENGINE_H
 
