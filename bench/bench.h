@@ -11,4 +11,8 @@ int mf_bench_matmul(int argc, char **argv);
  * policy: time and arena peak as ratios to the unchunked f32 baseline; --memory-table. */
 int mf_bench_attention(int argc, char **argv);
 
+/* One Evoformer block (or --blocks N) forward+backward per memory policy: time, exact arena peak,
+ * process peak RSS, ratios to the baseline; --policies all, --csv FILE, --json. */
+int mf_bench_evoformer_block(int argc, char **argv);
+
 #endif
