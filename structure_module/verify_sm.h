@@ -17,8 +17,17 @@
  * not recorded; the README states both passes run the same weights on the same features without
  * dropout, so the inference pass's recorded stage inputs stand in for them). The top-level
  * `single` of expected_outputs.h5 is the Evoformer's single (= in_single[R-1]), not the module's
- * act. The files hold no structure-module gradients (tests/test_structure_module.c checks the
- * backward against finite differences). Needs a CPU context. */
+ * act.
+ * Training step (train_expected.h5, the last iteration's forward with saved activations): from our
+ * outputs and features.h5's ground truth, the structure-module terms of loss/total with
+ * config.json's weights: loss/fape (backbone_weight x backbone FAPE over the layers with the
+ * features' use_clamped_fape + sidechain_weight x side-chain FAPE of the last layer, after AF2's
+ * renaming), loss/supervised_chi, loss/violation and loss/plddt_loss (the predicted_lddt_head on
+ * the final act), each within 1e-4; then d loss/total / d every structure-module weight (the terms'
+ * backward scaled by sqrt(min(seq_length, N)), through mf_structure_module_backward) against
+ * grads/<name> within 1e-3 (compare = absolute datasets against the grads group's grad_scale).
+ * Nothing else in the last iteration depends on these weights, so this is the whole gradient.
+ * Needs a CPU context. */
 #ifndef MF_STRUCTURE_MODULE_VERIFY_SM_H
 #define MF_STRUCTURE_MODULE_VERIFY_SM_H
 
