@@ -79,6 +79,10 @@ typedef struct {
     int max_templates; /* <= 0: MF_FEATURIZE_MAX_TEMPLATES */
 } mf_template_options;
 
+/* A max template date as the options take it: "YYYY-MM-DD" (month 1..12, day 1..31). Dates are
+ * compared as text, so any other spelling would filter silently wrong. */
+bool mf_template_date_valid(const char *date);
+
 typedef struct {
     int num_templates;
     int64_t num_res;

@@ -51,6 +51,15 @@ const char *mf_template_skip_name(mf_template_skip r)
     return "?";
 }
 
+bool mf_template_date_valid(const char *s)
+{
+    if (!s || strlen(s) != 10 || s[4] != '-' || s[7] != '-') return false;
+    for (int i = 0; i < 10; i++)
+        if (i != 4 && i != 7 && !isdigit((unsigned char)s[i])) return false;
+    const int m = (s[5] - '0') * 10 + (s[6] - '0'), d = (s[8] - '0') * 10 + (s[9] - '0');
+    return m >= 1 && m <= 12 && d >= 1 && d <= 31;
+}
+
 void mf_template_features_free(mf_template_features *t)
 {
     if (!t) return;

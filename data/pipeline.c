@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "protein/residue_constants.h"
 #include "structure_module/torsion_features.h"
@@ -720,25 +721,105 @@ cleanup:
     return st;
 }
 
-mf_status mf_pipeline_inference_features(const mf_fasta_record *record,
-                                         const char *const *msa_paths, int num_msa_paths,
-                                         const mf_pipeline_options *opts, uint64_t seed,
-                                         mf_processed_features *out)
+mf_status mf_raw_chain_set_templates(mf_raw_chain *raw, const mf_template_features *t)
+{
+    MF_REQUIRE(raw && t, "mf_raw_chain_set_templates: NULL argument");
+    MF_REQUIRE(raw->first_residue == 0 && raw->num_res == raw->chain_length &&
+                   t->num_res == raw->num_res,
+               "templates of %lld residues for a raw chain holding [%lld, %lld) of %lld",
+               (long long)t->num_res, (long long)raw->first_residue,
+               (long long)(raw->first_residue + raw->num_res), (long long)raw->chain_length);
+    const int64_t T = t->num_templates, N = raw->num_res;
+    MF_REQUIRE(T >= 0 && (T == 0 || (t->aatype && t->all_atom_positions && t->all_atom_masks &&
+                                     t->sum_probs)),
+               "template features: %lld templates without arrays", (long long)T);
+    free(raw->template_ids);
+    free(raw->template_aatype);
+    free(raw->template_all_atom_positions);
+    free(raw->template_all_atom_masks);
+    free(raw->template_sum_probs);
+    raw->template_ids = NULL;
+    raw->template_aatype = NULL;
+    raw->template_all_atom_positions = raw->template_all_atom_masks = NULL;
+    raw->template_sum_probs = NULL;
+    raw->num_templates = 0;
+    if (T == 0) return MF_OK;
+    const size_t nres = (size_t)T * (size_t)N;
+    raw->template_aatype = malloc(nres * sizeof *raw->template_aatype);
+    raw->template_all_atom_positions = malloc(nres * MF_ATOM37 * 3 * sizeof(float));
+    raw->template_all_atom_masks = malloc(nres * MF_ATOM37 * sizeof(float));
+    raw->template_sum_probs = malloc((size_t)T * sizeof *raw->template_sum_probs);
+    if (!raw->template_aatype || !raw->template_all_atom_positions ||
+        !raw->template_all_atom_masks || !raw->template_sum_probs) {
+        free(raw->template_aatype);
+        free(raw->template_all_atom_positions);
+        free(raw->template_all_atom_masks);
+        free(raw->template_sum_probs);
+        raw->template_aatype = NULL;
+        raw->template_all_atom_positions = raw->template_all_atom_masks = NULL;
+        raw->template_sum_probs = NULL;
+        return MF_ERROR(MF_ERR_NOMEM, "%lld templates of %lld residues: out of memory",
+                        (long long)T, (long long)N);
+    }
+    memcpy(raw->template_aatype, t->aatype, nres * sizeof *raw->template_aatype);
+    memcpy(raw->template_all_atom_positions, t->all_atom_positions,
+           nres * MF_ATOM37 * 3 * sizeof(float));
+    memcpy(raw->template_all_atom_masks, t->all_atom_masks, nres * MF_ATOM37 * sizeof(float));
+    memcpy(raw->template_sum_probs, t->sum_probs, (size_t)T * sizeof *raw->template_sum_probs);
+    raw->num_templates = T;
+    return MF_OK;
+}
+
+/* The query's templates from its hits, as `memfold featurize` makes them for a chain. */
+static mf_status query_templates(const mf_inference_inputs *in, const char *sequence,
+                                 mf_template_features *t)
+{
+    memset(t, 0, sizeof *t);
+    MF_REQUIRE(in->template_mmcif_dir && in->template_mmcif_dir[0],
+               "template hits %s: no template mmCIF directory given", in->template_hits);
+    struct stat sb;
+    if (stat(in->template_mmcif_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return MF_ERROR(MF_ERR_IO, "template mmCIF directory %s: not a directory",
+                        in->template_mmcif_dir);
+    const char *date = in->max_template_date;
+    MF_REQUIRE(!date || !date[0] || mf_template_date_valid(date),
+               "max template date '%s': expected YYYY-MM-DD", date);
+    mf_hhr hhr;
+    mf_status st = mf_hhr_read(in->template_hits, &hhr);
+    if (st != MF_OK) return mf_error_context(st, "template hits");
+    const mf_template_options to = {.mmcif_dir = in->template_mmcif_dir,
+                                    .max_template_date = date,
+                                    .max_templates = in->max_template_hits};
+    st = mf_template_features_make(sequence, &hhr, &to, t);
+    if (st != MF_OK) mf_error_context(st, "templates from %s", in->template_hits);
+    mf_hhr_free(&hhr);
+    return st;
+}
+
+mf_status mf_pipeline_inference_features_ex(const mf_fasta_record *record,
+                                            const mf_inference_inputs *in,
+                                            const mf_pipeline_options *opts, uint64_t seed,
+                                            mf_processed_features *out,
+                                            mf_template_features *templates)
 {
     mf_processed_init(out);
-    MF_REQUIRE(record && record->sequence, "inference features: no FASTA record");
-    MF_REQUIRE(num_msa_paths >= 0 && (num_msa_paths == 0 || msa_paths),
+    if (templates) memset(templates, 0, sizeof *templates);
+    MF_REQUIRE(record && record->sequence && in && opts,
+               "inference features: no FASTA record, inputs or options");
+    const int num_msa_paths = in->num_msa_paths;
+    MF_REQUIRE(num_msa_paths >= 0 && (num_msa_paths == 0 || in->msa_paths),
                "inference features: %d MSA paths", num_msa_paths);
     mf_status st = MF_OK;
     mf_msa *msas = calloc((size_t)(num_msa_paths > 0 ? num_msa_paths : 1), sizeof *msas);
     const mf_msa **list = calloc((size_t)(num_msa_paths > 0 ? num_msa_paths : 1), sizeof *list);
     mf_raw_chain raw = {0};
+    mf_template_features tf = {0};
     if (!msas || !list) {
         st = MF_ERROR(MF_ERR_NOMEM, "inference features: out of memory");
         goto cleanup;
     }
     for (int k = 0; k < num_msa_paths; k++) {
-        MF_TRY_GOTO(mf_msa_read(msa_paths[k], MF_MSA_AUTO, 0, &msas[k]));
+        MF_TRY_GOTO(mf_msa_read(in->msa_paths[k], MF_MSA_AUTO, 0, &msas[k]));
         list[k] = &msas[k];
     }
     st = mf_raw_chain_from_query(record->sequence, list, num_msa_paths, &raw);
@@ -747,11 +828,32 @@ mf_status mf_pipeline_inference_features(const mf_fasta_record *record,
                          (long long)record->line);
         goto cleanup;
     }
+    if (in->template_hits) {
+        /* raw.sequence: the FASTA letters as restypes (unknown -> X), the query the hits'
+         * residues are mapped to. */
+        MF_TRY_GOTO(query_templates(in, raw.sequence, &tf));
+        MF_TRY_GOTO(mf_raw_chain_set_templates(&raw, &tf));
+    }
     MF_TRY_GOTO(mf_pipeline_run(&raw, opts, seed, out));
+    if (templates) {
+        *templates = tf;
+        memset(&tf, 0, sizeof tf);
+    }
 cleanup:
     for (int k = 0; msas && k < num_msa_paths; k++) mf_msa_free(&msas[k]);
     free(msas);
     free(list);
     mf_raw_chain_free(&raw);
+    mf_template_features_free(&tf);
+    if (st != MF_OK) mf_processed_free(out);
     return st;
+}
+
+mf_status mf_pipeline_inference_features(const mf_fasta_record *record,
+                                         const char *const *msa_paths, int num_msa_paths,
+                                         const mf_pipeline_options *opts, uint64_t seed,
+                                         mf_processed_features *out)
+{
+    const mf_inference_inputs in = {.msa_paths = msa_paths, .num_msa_paths = num_msa_paths};
+    return mf_pipeline_inference_features_ex(record, &in, opts, seed, out, NULL);
 }

@@ -46,6 +46,7 @@
 #include "core/rng.h"
 #include "core/status.h"
 #include "data/fasta.h"
+#include "data/featurize.h"
 #include "data/msa.h"
 #include "data/processed.h"
 #include "model/config.h"
@@ -149,11 +150,45 @@ mf_status mf_pipeline_run(const mf_raw_chain *raw, const mf_pipeline_options *op
 mf_status mf_raw_chain_from_query(const char *sequence, const mf_msa *const *msas, int num_msas,
                                   mf_raw_chain *out);
 /* FASTA record + alignment files (format from the extension or content) -> processed features
- * with no cropping and the MSA resampled per recycling iteration from `seed`. */
+ * with no cropping and the MSA resampled per recycling iteration from `seed`. No templates
+ * (mf_pipeline_inference_features_ex with no template_hits). */
 mf_status mf_pipeline_inference_features(const mf_fasta_record *record,
                                          const char *const *msa_paths, int num_msa_paths,
                                          const mf_pipeline_options *opts, uint64_t seed,
                                          mf_processed_features *out);
+
+/* What an inference query brings besides its sequence. */
+typedef struct {
+    const char *const *msa_paths; /* [num_msa_paths] alignment files, merged in this order */
+    int num_msa_paths;
+    /* HHsearch/HHblits hits of the query (.hhr, .hhr.gz); NULL: no templates. */
+    const char *template_hits;
+    const char *template_mmcif_dir; /* <dir>/<pdb id>.cif[.gz]; required with template_hits */
+    /* "YYYY-MM-DD": hits from entries released after it are dropped (AF2 run_alphafold's
+     * --max_template_date); NULL or "": no date filter. */
+    const char *max_template_date;
+    /* Hits featurized, in Sum_probs order (<= 0: MF_FEATURIZE_MAX_TEMPLATES, AF2's max_hits);
+     * the pipeline then keeps the first opts->max_templates of them (AF2 crop_templates). */
+    int max_template_hits;
+} mf_inference_inputs;
+
+/* The templates of featurize (data/featurize.h: HHblits-id aatype, atom37 positions and masks,
+ * Sum_probs) become the raw chain's templates, copied; raw must hold its whole chain. T = 0
+ * leaves no template arrays. */
+mf_status mf_raw_chain_set_templates(mf_raw_chain *raw, const mf_template_features *t);
+
+/* mf_pipeline_inference_features, with template hits: each hit is featurized as `memfold
+ * featurize` does (mf_template_features_make: prefilter, mapping to the FASTA sequence, mmCIF
+ * chain search, realignment) and the kept templates go through the pipeline's template features
+ * (template_aatype, positions, masks, pseudo-beta, torsions). templates (may be NULL) receives
+ * what was featurized (domain names, Sum_probs, skip counts; all T of them, before the pipeline
+ * keeps the first N_templ); the caller frees it with mf_template_features_free. It is zeroed when
+ * no hits were given. */
+mf_status mf_pipeline_inference_features_ex(const mf_fasta_record *record,
+                                            const mf_inference_inputs *inputs,
+                                            const mf_pipeline_options *opts, uint64_t seed,
+                                            mf_processed_features *out,
+                                            mf_template_features *templates);
 
 /* ---- the transforms, for tests and for callers that build features themselves ---- */
 
