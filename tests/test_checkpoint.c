@@ -286,7 +286,7 @@ static void test_corruption(void)
         hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
         hid_t d = H5Dopen2(f, "ema/alphafold/alphafold_iteration/evoformer/preprocess_1d/bias",
                            H5P_DEFAULT);
-        float v[33];
+        float v[33 * 5];
         bool ok = d >= 0 && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0;
         v[17] = nextafterf(v[17], 1e9f);
         ok = ok && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0;
