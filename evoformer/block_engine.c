@@ -365,7 +365,8 @@ mf_status mf_evo_params_block_view(const mf_tensor *stacked, int n, int64_t num_
                    mf_tensor_describe(t, buf, sizeof buf), (long long)num_blocks);
         mf_tensor v = mf_tensor_slice0(t, block, 1);
         v.ndim = t->ndim - 1;
-        for (int k = 0; k < MF_MAX_DIMS; k++) v.shape[k] = k < v.ndim ? t->shape[k + 1] : 0;
+        for (int k = 0; k + 1 < MF_MAX_DIMS; k++) v.shape[k] = t->shape[k + 1];
+        v.shape[MF_MAX_DIMS - 1] = 1;
         out[i] = v;
     }
     return MF_OK;
