@@ -73,7 +73,7 @@ mf_status mf_grad_accumulate(mf_grad_buffer *acc, const mf_grad_buffer *g)
     float *a = acc->data;
     const float *x = g->data;
     const int64_t n = acc->layout.total;
-#pragma omp parallel for schedule(static) if (n > MF_OPT_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n > MF_OPT_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) a[i] += x[i];
     return MF_OK;
 }
@@ -82,7 +82,7 @@ void mf_grad_scale(mf_grad_buffer *g, double s)
 {
     float *a = g->data;
     const int64_t n = g->layout.total;
-#pragma omp parallel for schedule(static) if (n > MF_OPT_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n > MF_OPT_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) a[i] = (float)((double)a[i] * s);
 }
 

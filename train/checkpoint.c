@@ -156,6 +156,13 @@ mf_status mf_checkpoint_save(const char *path, const mf_param_store *params,
     MF_REQUIRE(path && params && opt && state && cfg, "mf_checkpoint_save: NULL argument");
     MF_REQUIRE(opt->params == params && opt->layout.count == params->count,
                "mf_checkpoint_save: the optimizer was not initialised on these parameters");
+    /* the reader refuses these, so refuse to write them */
+    MF_REQUIRE(state->step >= 0 && opt->step + opt->skipped <= state->step &&
+                   state->loader_epoch >= 0 && state->loader_position >= 0,
+               "mf_checkpoint_save: inconsistent counters (step %lld, optimizer_step %lld, "
+               "skipped_steps %lld, loader %lld/%lld)",
+               (long long)state->step, (long long)opt->step, (long long)opt->skipped,
+               (long long)state->loader_epoch, (long long)state->loader_position);
     char *json = NULL;
     MF_TRY(mf_config_to_json(cfg, &json));
     meta_values m = {.schema_version = MF_CHECKPOINT_SCHEMA_VERSION,

@@ -49,7 +49,8 @@ typedef struct {
 } mf_train_state;
 
 /* Writes the checkpoint to `path` atomically. params and opt must share the layout (opt was
- * initialised on params). */
+ * initialised on params). The counts must be consistent (step >= optimizer_step + skipped_steps,
+ * loader position >= 0): otherwise MF_ERR_INVALID, as the reader would refuse the file. */
 mf_status mf_checkpoint_save(const char *path, const mf_param_store *params,
                              const mf_optimizer *opt, const mf_train_state *state,
                              const mf_config *cfg);

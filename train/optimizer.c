@@ -115,7 +115,7 @@ static void sq_norm_partials(const float *g, int64_t n, double *partials)
 
 static void scale_range(float *g, int64_t n, double s)
 {
-#pragma omp parallel for schedule(static) if (n > MF_OPT_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n > MF_OPT_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) g[i] = (float)((double)g[i] * s);
 }
 
@@ -142,7 +142,7 @@ static void adam_range(float *p, float *m, float *v, const float *g, int64_t n, 
 
 static void ema_range(float *ema, const float *p, int64_t n, double one_minus_decay)
 {
-#pragma omp parallel for schedule(static) if (n > MF_OPT_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n > MF_OPT_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         const double e = ema[i];
         ema[i] = (float)(e - one_minus_decay * (e - (double)p[i]));
