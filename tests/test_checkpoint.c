@@ -190,6 +190,16 @@ static void test_round_trip(void)
     }
     same_model("3 steps after resume vs uninterrupted", &b, &a);
 
+    /* counters the reader would refuse are not written */
+    mf_train_state bad_state = a.state;
+    bad_state.step = 2; /* fewer iterations than the optimizer's 7 updates + 1 skip */
+    char bad_path[256];
+    snprintf(bad_path, sizeof bad_path, "%s/inconsistent.h5", g_dir);
+    mf_status st0 = mf_checkpoint_save(bad_path, &a.params, &a.opt, &bad_state, &a.cfg);
+    MF_TEST_TRUE(st0 == MF_ERR_INVALID && access(bad_path, F_OK) != 0,
+                 "inconsistent counters refused at save, no file written");
+    mf_clear_error();
+
     /* a model with other names or shapes is refused */
     model c;
     model_init(&c, 5);
