@@ -192,7 +192,7 @@ static void test_round_trip(void)
 
     /* counters the reader would refuse are not written */
     mf_train_state bad_state = a.state;
-    bad_state.step = 2; /* fewer iterations than the optimizer's 7 updates + 1 skip */
+    bad_state.step = 2; /* fewer iterations than the optimizer's 8 updates + 1 skip */
     char bad_path[256];
     snprintf(bad_path, sizeof bad_path, "%s/inconsistent.h5", g_dir);
     mf_status st0 = mf_checkpoint_save(bad_path, &a.params, &a.opt, &bad_state, &a.cfg);
