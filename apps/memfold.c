@@ -12,6 +12,8 @@ static const mf_command commands[] = {
     {"featurize", "structures + MSAs + template hits -> AlphaFold 2 feature file (HDF5)",
      mf_cmd_featurize},
     {"inspect", "summarize any HDF5 file memfold writes", mf_cmd_inspect},
+    {"predict", "predict structures from FASTA (+ MSAs, templates) or a processed-feature file",
+     mf_cmd_predict},
     {"verify", "check modules against reference vectors (shared/testvectors/modules)",
      mf_cmd_verify},
     {"version", "print the version and build configuration", mf_cmd_version},
