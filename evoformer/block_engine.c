@@ -2,6 +2,7 @@
 #include "evoformer/block_engine.h"
 
 #include "core/ops.h"
+#include "memopt/saved.h"
 
 enum { STREAM_M = 0, STREAM_Z = 1 };
 
@@ -225,14 +226,12 @@ mf_status mf_evo_block_forward(mf_ctx *ctx, const mf_evo_block *b, mf_tensor *m_
                             "%s: offloaded checkpoints need a host arena in the context (on the "
                             "CPU the arena is host memory: offload is a no-op there)",
                             b->name);
-        /* the checkpoint is taken before m_out (which may be m_in) is written */
-        const mf_dtype sdt = mf_evo_storage_dtype(ctx, dt);
-        if (msa) {
-            MF_TRY_GOTO(alloc_like(ctx, &saved->ckpt_m, sdt, m_in, "evoformer_block.checkpoint"));
-            MF_TRY_GOTO(mf_convert(ctx, &saved->ckpt_m, m_in));
-        }
-        MF_TRY_GOTO(alloc_like(ctx, &saved->ckpt_z, sdt, z_in, "evoformer_block.checkpoint"));
-        MF_TRY_GOTO(mf_convert(ctx, &saved->ckpt_z, z_in));
+        /* the checkpoint (storage precision; f64 runs keep f64) is taken before m_out, which
+         * may be m_in, is written */
+        if (msa)
+            MF_TRY_GOTO(
+                mf_save_activation(ctx, &saved->ckpt_m, m_in, "evoformer_block.checkpoint"));
+        MF_TRY_GOTO(mf_save_activation(ctx, &saved->ckpt_z, z_in, "evoformer_block.checkpoint"));
         saved->checkpointed = true;
         MF_TRY_GOTO(forward_only(ctx, b, m_out, z_out, m_in, z_in, key));
     }

@@ -3,6 +3,7 @@
 #include "evoformer/evoformer_stack.h"
 
 #include "core/ops.h"
+#include "memopt/saved.h"
 
 #define MAX_BLOCK_PARAMS 128
 
@@ -143,18 +144,15 @@ static mf_status stack_forward(mf_ctx *ctx, const stack_desc *sd, mf_tensor *m, 
                           sd->name);
             goto cleanup;
         }
-        const mf_dtype sdt = mf_evo_storage_dtype(ctx, dt);
         for (int64_t k = 0; k < sd->num_blocks; k++) {
             if (k % per == 0) {
                 mf_evo_block_saved *c = &saved->blocks[k];
                 *c = (mf_evo_block_saved){
                     .valid = true, .checkpointed = true, .dtype = dt, .key = block_key(key, k)};
-                if (msa) {
-                    MF_TRY_GOTO(alloc_like(ctx, &c->ckpt_m, sdt, m, "evoformer_stack.checkpoint"));
-                    MF_TRY_GOTO(mf_convert(ctx, &c->ckpt_m, m));
-                }
-                MF_TRY_GOTO(alloc_like(ctx, &c->ckpt_z, sdt, z, "evoformer_stack.checkpoint"));
-                MF_TRY_GOTO(mf_convert(ctx, &c->ckpt_z, z));
+                if (msa)
+                    MF_TRY_GOTO(
+                        mf_save_activation(ctx, &c->ckpt_m, m, "evoformer_stack.checkpoint"));
+                MF_TRY_GOTO(mf_save_activation(ctx, &c->ckpt_z, z, "evoformer_stack.checkpoint"));
             }
             mf_dropout_key kk = block_key(key, k);
             MF_TRY_GOTO(bind_block(sd, k, views, NULL, &b));
