@@ -18,7 +18,8 @@ const char *mf_train_stage_name(int stage)
 
 mf_train_step_options mf_train_step_default_options(void)
 {
-    return (mf_train_step_options){.num_iterations = 0, .dropout = false, .dropout_seed = 0};
+    return (mf_train_step_options){
+        .num_iterations = 0, .dropout = false, .dropout_seed = 0, .frozen_quat = NULL};
 }
 
 static double now_seconds(void)
@@ -424,10 +425,14 @@ static mf_status forward_structure_module(trainer *s)
     MF_TRY(alloc(s, &o->act, 2, (const int64_t[]){N, Cs}, lab));
     MF_TRY(alloc(s, &o->final_atom_positions, 3, (const int64_t[]){N, 37, 3}, lab));
     MF_TRY(alloc(s, &o->final_atom_mask, 2, (const int64_t[]){N, 37}, lab));
-    MF_TRY(mf_arena_alloc(s->ctx->arena, sizeof *s->sm_saved, lab, (void **)&s->sm_saved));
-    memset(s->sm_saved, 0, sizeof *s->sm_saved);
     const mf_structure_module_dropout_key key = {
         .training = s->opt->dropout, .seed = s->opt->dropout_seed, .recycle = s->recycle};
+    if (s->opt->frozen_quat)
+        return mf_structure_module_forward_frozen(s->ctx, o, s->opt->frozen_quat, &s->single,
+                                                  &s->z2, &s->aatype, &s->seq_mask, &m->sm,
+                                                  &m->sm_dims, &key);
+    MF_TRY(mf_arena_alloc(s->ctx->arena, sizeof *s->sm_saved, lab, (void **)&s->sm_saved));
+    memset(s->sm_saved, 0, sizeof *s->sm_saved);
     return mf_structure_module_forward(s->ctx, o, s->sm_saved, &s->single, &s->z2, &s->aatype,
                                        &s->seq_mask, &m->sm, &m->sm_dims, &key);
 }
@@ -655,14 +660,17 @@ static mf_status copy_out(mf_tensor *dst, const mf_tensor *src, const char *name
 {
     if (!dst || !dst->data) return MF_OK;
     const int64_t n = mf_tensor_numel(src);
-    MF_REQUIRE(dst->dtype == MF_F32 && dst->device == MF_DEV_CPU && mf_tensor_numel(dst) == n,
-               "train step: output %s needs a host f32 tensor of %lld values", name, (long long)n);
-    float *d = dst->data;
-    if (src->dtype == MF_F64) {
-        const double *x = src->data;
-        for (int64_t i = 0; i < n; i++) d[i] = (float)x[i];
-    } else {
-        memcpy(d, src->data, sizeof(float) * (size_t)n);
+    MF_REQUIRE((dst->dtype == MF_F32 || dst->dtype == MF_F64) && dst->device == MF_DEV_CPU &&
+                   mf_tensor_numel(dst) == n,
+               "train step: output %s needs a host f32 or f64 tensor of %lld values", name,
+               (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        const double x = src->dtype == MF_F64 ? ((const double *)src->data)[i]
+                                              : (double)((const float *)src->data)[i];
+        if (dst->dtype == MF_F64)
+            ((double *)dst->data)[i] = x;
+        else
+            ((float *)dst->data)[i] = (float)x;
     }
     return MF_OK;
 }
@@ -726,6 +734,11 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
                       mf_dtype_name(s->dt));
         goto cleanup;
     }
+    if (g && s->opt->frozen_quat) {
+        st = MF_ERROR(MF_ERR_INVALID, "train step: a frozen structure module (the finite-"
+                                      "difference oracle) has no backward");
+        goto cleanup;
+    }
     if (g && g->single_activations_weights.dtype != s->dt) {
         st = MF_ERROR(MF_ERR_INVALID, "train step: gradients are %s, parameters %s",
                       mf_dtype_name(g->single_activations_weights.dtype), mf_dtype_name(s->dt));
@@ -759,6 +772,14 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
                              "final_atom_positions"));
         MF_TRY_GOTO(copy_out(&outs->frames, &s->so.frames, "frames"));
         MF_TRY_GOTO(copy_out(&outs->positions, &s->so.positions, "positions"));
+        if (outs->quat.data) {
+            if (!s->sm_saved) {
+                st = MF_ERROR(MF_ERR_INVALID, "train step: a frozen forward has no quaternion "
+                                              "chain of its own (it is the one given)");
+                goto cleanup;
+            }
+            MF_TRY_GOTO(copy_out(&outs->quat, &s->sm_saved->quat, "quat"));
+        }
     }
     if (g) MF_TRY_GOTO(backward(s));
     res->stage_seconds[MF_TRAIN_STAGE_BACKWARD] += now_seconds() - t0;

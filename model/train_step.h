@@ -47,6 +47,11 @@ typedef struct {
     int64_t num_iterations; /* <= 0: the features' recycling axis R; the last one is trained */
     bool dropout;           /* AF2 training dropout (the config's rates) in the trained iteration */
     uint64_t dropout_seed;
+    /* Finite-difference oracle only (mf_train_iteration with g == NULL): the structure module
+     * takes the quaternions its layers hand on from this chain [L + 1, N, 4] (a forward's
+     * mf_train_step_outputs.quat) through mf_structure_module_forward_frozen, which makes AF2's
+     * stop-gradient between layers explicit. NULL: the plain forward. */
+    const mf_tensor *frozen_quat;
 } mf_train_step_options;
 
 mf_train_step_options mf_train_step_default_options(void);
@@ -59,11 +64,12 @@ typedef struct {
 } mf_recycled_state;
 
 /* Host copies of the trained iteration's structure outputs (AF2 train outputs), written when
- * data != NULL: f32 tensors of the shapes given (L = structure layers). */
+ * data != NULL: f32 or f64 tensors of the shapes given (L = structure layers). */
 typedef struct {
     mf_tensor final_atom_positions; /* [N, 37, 3] */
     mf_tensor frames;               /* [L, N, 7] */
     mf_tensor positions;            /* [L, N, 14, 3] */
+    mf_tensor quat;                 /* [L + 1, N, 4] the structure module's quaternion chain */
 } mf_train_step_outputs;
 
 enum {
