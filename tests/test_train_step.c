@@ -5,17 +5,22 @@
  *     the README's metric max|c - r| / max|r|; the arena back at its mark;
  *  2. memory policies on the same step: recompute block and every:2, in-place inference updates
  *     bitwise equal to the baseline (loss and all 121 498 gradient values); chunk 5 (no divisor
- *     of 24) and bf16 storage within the stated tolerances, per gradient array (max-rel);
- *  3. gradient accumulation (a second step into the same buffer doubles it, bitwise), dropout
- *     (deterministic per seed, changes the loss, recompute block bitwise equal to off);
+ *     of 24) and bf16 storage within the stated tolerances, per gradient array (max-rel); chunk 5
+ *     with recompute block bitwise equal to chunk 5 alone;
+ *  3. gradient accumulation (a second step into the same buffer doubles it, within f32 rounding
+ *     of the sums), dropout (deterministic per seed, changes the loss, recompute block bitwise
+ *     equal to off, another seed another loss);
  *  4. the dump written and checked against itself (exactly), a perturbed loss and a NaN gradient
  *     failing the check, a missing label named;
- *  5. the whole-model gradient check: a tiny random configuration (odd sizes; every parameter
+ *  5. the whole-model gradient check: a tiny random pTM configuration (odd sizes; every parameter
  *     perturbed so no 'final' zero layer blocks a path) on a 9-residue crop of features.h5 across
  *     its residue-index jump (3 MSA rows, 5 extra rows of which 3 fully masked, 2 templates, one
- *     with a masked residue), the trained iteration in f64 against central finite differences of
- *     its loss/total on 3 elements of up to 3 arrays of every module (the recycled inputs held
- *     fixed: AF2's stop-gradient), and the f32 step against the f64 step. */
+ *     with a masked residue), all 8 loss terms active: the trained iteration in f64 against
+ *     central finite differences of loss/total on 2 elements (from different arrays) of each of
+ *     45 modules (every sub-module of the three stacks and of the structure module's fold
+ *     iteration, every embedder and head), with the recycled inputs and the structure module's
+ *     inter-layer rotations held at the point (AF2's stop-gradients made explicit); then the f32
+ *     step against the f64 step. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +43,12 @@
  * several steps (shared fold_iteration weights, stacked blocks, branches), so g1 + (a + b) is
  * formed as (g1 + a) + b: f32 rounding of the sums only (measured 1.2e-7). */
 #define TOL_ACCUMULATE 1e-6
-/* bf16 storage of every saved activation and checkpoint (8 significant bits, 3.9e-3 relative per
- * stored value) over the trained iteration's ~40 modules: measured 2.4e-2 worst array (a
- * structure-module bias) and 1.2e-3 on the loss; MF_TOL_BF16 bounds one op, the network
- * compounds it. */
+/* bf16 storage of every saved activation (8 significant bits, 3.9e-3 relative per stored value):
+ * the forward still runs in f32 (the loss is bitwise the baseline's), the backward reads rounded
+ * activations through ~40 modules. MF_TOL_BF16 (2e-2) bounds one op; measured over the 336
+ * arrays: median 1.6e-3, worst 5.9e-2 (the Evoformer's triangle_attention_starting_node
+ * feat_2d_weights, whose gradient is a sum with much cancellation). */
 #define TOL_BF16_GRAD 1e-1
-#define TOL_BF16_LOSS 1e-2
 /* f32 against f64 on the tiny model: per-array max-rel of the gradients (f32 sums of a few
  * hundred terms through ~40 modules; measured 3e-5). */
 #define TOL_F32_F64 1e-3
@@ -143,6 +148,12 @@ static void test_reference(mf_ctx *ctx, setup *s)
 /* ---- memory policies ---------------------------------------------------------------------------
  */
 
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /* Per gradient array: max|a - b| / max|b| <= tol (absolute against the largest gradient of all
  * arrays where an array is zero in exact arithmetic). Returns the worst ratio. */
 static double compare_arrays(const char *what, const setup *s, const float *ref, double tol)
@@ -150,6 +161,7 @@ static double compare_arrays(const char *what, const setup *s, const float *ref,
     const mf_param_layout *l = &s->gb.layout;
     double scale = 0, worst = 0;
     int worst_i = 0;
+    double *rels = calloc((size_t)l->count, sizeof *rels);
     for (int64_t i = 0; i < l->total; i++) scale = fmax(scale, fabs((double)ref[i]));
     int bad = 0;
     for (int i = 0; i < l->count; i++) {
@@ -164,14 +176,18 @@ static double compare_arrays(const char *what, const setup *s, const float *ref,
         if (mf_train_grad_is_exactly_zero(s->gb.views.entries[i].name)) mx = scale;
         const double rel = mx > 0 ? err / mx : err;
         if (rel > worst) worst = rel, worst_i = i;
+        rels[i] = rel;
         if (nan || !(rel <= tol)) {
             if (bad++ < 5)
                 printf("    %s: %s %.3e\n", what, s->gb.views.entries[i].name, nan ? NAN : rel);
         }
     }
+    qsort(rels, (size_t)l->count, sizeof *rels, cmp_double);
+    const double median = rels[l->count / 2];
+    free(rels);
     const char *wn = s->gb.views.entries[worst_i].name;
-    printf("  %-20s worst gradient array %.3e (tol %.0e) %s (%s)\n", what, worst, tol,
-           bad ? "FAIL" : "ok",
+    printf("  %-20s gradient arrays: median %.1e, worst %.3e (tol %.0e) %s (%s)\n", what, median,
+           worst, tol, bad ? "FAIL" : "ok",
            wn + (strncmp(wn, MF_AF2_ROOT, strlen(MF_AF2_ROOT)) ? 0 : strlen(MF_AF2_ROOT)));
     MF_TEST_TRUE(bad == 0, "%s: %d gradient arrays beyond %.0e", what, bad, tol);
     return worst;
@@ -215,11 +231,12 @@ static void test_policies(mf_ctx *ctx, setup *s)
             snprintf(what, sizeof what, "%s gradients", variants[k].name);
             mf_check_bitwise_f32(what, s->gb.data, base, total);
         } else {
-            const double lt = !strcmp(variants[k].key, "storage") ? TOL_BF16_LOSS : variants[k].tol;
+            const bool storage = !strcmp(variants[k].key, "storage");
             const double rel = fabs(r.loss.total - r0.loss.total) / fabs(r0.loss.total);
-            printf("  %-20s loss/total relative difference %.3e (tol %.0e)\n", variants[k].name,
-                   rel, lt);
-            MF_TEST_TRUE(rel <= lt, "%s: loss differs by %.3e", variants[k].name, rel);
+            printf("  %-20s loss/total relative difference %.3e (%s)\n", variants[k].name, rel,
+                   storage ? "bitwise: the forward is f32" : "tol 1e-4");
+            MF_TEST_TRUE(storage ? rel == 0.0 : rel <= variants[k].tol, "%s: loss differs by %.3e",
+                         variants[k].name, rel);
             compare_arrays(variants[k].name, s, base, variants[k].tol);
         }
     }
@@ -416,6 +433,9 @@ static mf_status tiny_config(mf_config *c)
     c->structure_module.angle_resnet_c_hidden = 5;
     c->structure_module.angle_resnet_num_blocks = 2;
     c->heads.predicted_lddt_c_hidden = 5;
+    /* a pTM model: the aligned-error head and its loss (AF2 fine-tuning weight 0.1) */
+    c->heads.predicted_aligned_error_enabled = true;
+    c->loss.weights.predicted_aligned_error = 0.1;
     return mf_config_validate(c, "tiny test configuration");
 }
 
@@ -546,6 +566,7 @@ static void module_key(const char *name, char *key, size_t cap)
         {"masked_msa_head", "masked_msa_head"},
         {"predicted_lddt_head", "predicted_lddt_head"},
         {"experimentally_resolved_head", "experimentally_resolved_head"},
+        {"predicted_aligned_error_head", "predicted_aligned_error_head"},
     };
     for (size_t k = 0; k < sizeof groups / sizeof groups[0]; k++)
         if (strstr(name, groups[k][0])) {
@@ -593,17 +614,20 @@ static void test_whole_model_fd(mf_ctx *ctx, const setup *ref)
     for (int k = 0; k < MF_LOSS_NUM_TERMS; k++)
         if (r.loss.present[k]) printf(" %s %.4f", mf_loss_term_name(k), r.loss.term[k]);
     printf("\n");
-    MF_TEST_TRUE(isfinite(L0) && r.loss.term[MF_LOSS_MASKED_MSA] > 0 &&
-                     r.loss.term[MF_LOSS_VIOLATION] > 0,
-                 "tiny model: every term should be active");
+    bool active = isfinite(L0);
+    for (int k = 0; k < MF_LOSS_NUM_TERMS; k++)
+        active = active && r.loss.present[k] && r.loss.term[k] > 0 && r.loss.weight[k] > 0;
+    MF_TEST_TRUE(active, "tiny model: every term (PAE included) should be active");
 
     /* Per module, ELEMS elements from different arrays (in a random order), each a random element
      * with |g| >= 0.1 of its array's largest (an all-zero array: element 0). Central differences
-     * with h and 2h agree to ~h^2 |f'''| ~ 1e-9 relative on a smooth function, so a disagreement
-     * beyond 1e-6 means a kink (ReLU, FAPE clamp, a discrete choice) within 2h of the point; that
-     * element is replaced. Tolerance: the differences' rounding (~1e-16 |L| / h ~ 1e-9 absolute
-     * with |L| ~ 50, h = 1e-5) and truncation (~1e-9 relative) with margin:
-     * |fd - g| <= 1e-8 (1 + |L|) + 1e-6 |g|. */
+     * with h = MF_TOL_FD_STEP = 1e-6: truncation h^2 |f'''| / 6, where |f'''| reaches ~1e5 for
+     * parameters that shift a whole representation (the template pair embedding's bias; measured
+     * by differences over h = 1e-8 .. 1e-3), i.e. ~2e-8; rounding ~1e-16 |L| / h ~ 5e-9 with
+     * |L| ~ 50. So h and 2h agree to ~1e-7 relative on a smooth function, and a disagreement
+     * beyond 1e-6 means a kink (ReLU, FAPE clamp, a discrete choice) within 2h of the point: that
+     * element is replaced. Tolerance |fd - g| <= 1e-8 (1 + |L|) + 1e-6 |g| (measured worst
+     * |fd - g| 6e-8). */
     enum { ELEMS = 2, MAX_GROUPS = 64 };
     char keys[MAX_GROUPS][96];
     int n_groups = 0, checked = 0, kinks = 0, failed = 0, evaluations = 0, covered = 0;
@@ -618,7 +642,7 @@ static void test_whole_model_fd(mf_ctx *ctx, const setup *ref)
             snprintf(keys[n_groups++], sizeof keys[0], "%s", key);
         group[i] = gk;
     }
-    const double h = 1e-5, t0 = (double)clock() / CLOCKS_PER_SEC;
+    const double h = MF_TOL_FD_STEP, t0 = (double)clock() / CLOCKS_PER_SEC;
     for (int gk = 0; gk < n_groups; gk++) {
         int done = 0;
         for (int pass = 0; pass < n_arrays && done < ELEMS; pass++) {
