@@ -22,12 +22,19 @@
  * reproduces them); the same inputs give the same bits on the CPU.
  *
  * Memory policy (ctx->policy) reaches every module: recompute (block / every:K) applies to the
- * Evoformer, extra-MSA and template pair stacks and to the structure module's layers; chunk_size
- * to attention, transitions, the template pair feature and the heads' inference; storage = bf16
- * stores saved activations and checkpoints in bf16. recompute block gives bitwise the loss and
- * gradients of recompute off; chunking changes the summation order of some weight gradients (and
- * the earlier iterations' global column attention), bf16 storage rounds what is saved
- * (tests/test_train_step.c states the measured tolerances).
+ * Evoformer, extra-MSA and template pair stacks (checkpoints) and to the structure module's layers;
+ * chunk_size slices the earlier (inference) iterations, the recomputing stacks' forward-only
+ * passes, IPA and the angle resnet, and the template pair feature with its embedder; storage = bf16
+ * keeps saved activations and checkpoints in bf16. On the reference step (tests/test_train_step.c):
+ * recompute block and every:K give bitwise the loss and gradients of recompute off; chunking
+ * changes summation orders (the earlier iterations' global column attention, weight gradients
+ * summed over slices): gradients within 3.2e-5 of each array's largest value; bf16 storage leaves
+ * the forward in f32 (the loss bitwise) and rounds what the backward reads (median 1.6e-3).
+ * The trained iteration keeps copies only where a module's backward needs an input the next
+ * module overwrites: the pair before the templates' update (the pointwise attention's queries)
+ * and, without recomputation, the extra-MSA stack's output pair (the Evoformer stack runs in
+ * place on its own copy). The extra-MSA and template pair features are rebuilt for the backward
+ * instead of kept.
  *
  * Precision: the model's tensors decide: all f32, or all f64 (the finite-difference oracle; the
  * earlier iterations then cannot run, so mf_train_iteration is given the recycled state). CPU
@@ -99,14 +106,16 @@ mf_status mf_train_recycled_state(mf_ctx *ctx, const mf_alphafold_model *m,
 /* The trained iteration alone: forward with saved activations from `prev`, the loss with the
  * labels of per-iteration slice `slice`, and (g != NULL) the backward accumulated into g.
  * recycle_index numbers the iteration for the dropout streams. g == NULL is the forward and loss
- * only (the finite-difference oracle). res->stage_seconds[RECYCLE] is left as it is. */
+ * only (the finite-difference oracle). Sets res->loss, loss_unclamped and use_clamped_fape, adds
+ * to res->stage_seconds[FORWARD, LOSS, BACKWARD]; leaves the other fields as they are. */
 mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphafold_model *g,
                              const mf_processed_features *f, int64_t slice, int64_t recycle_index,
                              const mf_recycled_state *prev, const mf_train_step_options *opt,
                              mf_train_step_result *res, mf_train_step_outputs *outs);
 
 /* The whole step: mf_train_recycled_state for iterations 0 .. n-2, then mf_train_iteration on
- * slice (n-1) mod R. outs may be NULL. f32 models only. */
+ * slice (n-1) mod R. outs may be NULL. f32 models only. Restarts the arena's peak accounting
+ * (mf_arena_reset_peak) to measure res->arena_peak. */
 mf_status mf_train_step(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphafold_model *g,
                         const mf_processed_features *f, const mf_train_step_options *opt,
                         mf_train_step_result *res, mf_train_step_outputs *outs);
