@@ -12,6 +12,8 @@
  *  3. each block in f32 against the f64 run (outputs, input and parameter gradients);
  *  4. the whole-block reference vector evoformer_block.h5 through mf_verify_evoformer_block
  *     (rtol 1e-5, compare_absolute for the feat_2d_norm offset gradient). */
+#include <omp.h>
+
 #include "tests/evoformer_block_harness.inc"
 
 #include "evoformer/verify_evoformer_block.h"
@@ -322,6 +324,9 @@ static void test_vectors(mf_ctx *ctx)
 
 int main(void)
 {
+    /* thousands of tiny forwards: threads would only add synchronisation (17 s instead of 2 s on
+     * a loaded 2-core machine); the policy test runs the threaded paths */
+    omp_set_num_threads(1);
     mf_ctx ctx;
     mf_arena arena;
     MF_TEST_OK(mf_test_ctx_cpu(&ctx, &arena, (size_t)256 << 20));
