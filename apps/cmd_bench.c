@@ -9,6 +9,8 @@
 static const mf_command benches[] = {
     {"attention", "gated self-attention fwd+bwd per memory policy (time, arena peak)",
      mf_bench_attention},
+    {"evoformer-block", "Evoformer block (or --blocks N stack) fwd+bwd per memory policy",
+     mf_bench_evoformer_block},
     {"matmul", "matrix products through oneDNN, f32 and bf16 inputs (GFLOP/s)", mf_bench_matmul},
 };
 

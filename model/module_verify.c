@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "evoformer/verify_evoformer_attention.h"
+#include "evoformer/verify_evoformer_block.h"
 #include "evoformer/verify_evoformer_pair.h"
 #include "structure_module/verify_ipa.h"
 #include "structure_module/verify_structure.h"
@@ -16,6 +17,7 @@ typedef struct {
 
 static const verifier_entry verifiers[] = {
     {"backbone_update", mf_verify_backbone_update},
+    {"evoformer_block", mf_verify_evoformer_block},
     {"fape_clamped", mf_verify_fape},
     {"fape_unclamped", mf_verify_fape},
     {"invariant_point_attention", mf_verify_invariant_point_attention},
