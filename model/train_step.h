@@ -17,9 +17,10 @@
  *    buffer; stacked blocks keep their block axis). Every parameter gets its gradient (those the
  *    loss does not reach get zeros added).
  *
- * Determinism: no dropout unless opt->dropout (then AF2's training dropout in the last iteration
- * only, masks from the counter-based generator under opt->dropout_seed, so recomputation
- * reproduces them); the same inputs give the same bits on the CPU.
+ * Determinism: no dropout unless opt->dropout (then AF2's training dropout in the last iteration,
+ * masks from the counter-based generator under opt->dropout_seed, so recomputation reproduces
+ * them; the earlier iterations run without it, where AF2 applies it too: they carry no gradient,
+ * only their recycled values differ); the same inputs give the same bits on the CPU.
  *
  * Memory policy (ctx->policy) reaches every module: recompute (block / every:K) applies to the
  * Evoformer, extra-MSA and template pair stacks (checkpoints) and to the structure module's layers;
