@@ -146,12 +146,25 @@ typedef struct {
     const char *params[MAX_MODELS];
     const char *msas[MAX_MODELS];
     int n_params, n_msas;
-    bool random_init, dump_intermediates, memory_table;
+    bool random_init, dump_intermediates, memory_table, verbose;
     uint64_t seed, data_seed;
     int64_t structure_layers, recycles, chunk;
     mf_policy policy;
     double arena_gib;
 } options;
+
+/* --verbose: one line per stage and per Evoformer block on stderr. */
+static void print_progress(void *data, const char *stage, int64_t iteration, int64_t block,
+                           int64_t num_blocks, double seconds)
+{
+    const char *model = data;
+    if (block >= 0)
+        fprintf(stderr, "%s: iteration %lld %s block %lld/%lld done at %.1f s\n", model,
+                (long long)iteration, stage, (long long)block + 1, (long long)num_blocks, seconds);
+    else
+        fprintf(stderr, "%s: iteration %lld %s done at %.1f s\n", model, (long long)iteration,
+                stage, seconds);
+}
 
 /* Loads (or draws) model k's parameters and configuration, runs it, fills r. */
 static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_processed_features *f,
@@ -200,6 +213,8 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
     mf_alphafold_options opt = {
         .num_iterations = o->recycles >= 0 ? o->recycles + 1 : 0,
         .all_heads = o->dump != NULL || o->check != NULL,
+        .progress = o->verbose ? print_progress : NULL,
+        .progress_data = r->name,
     };
     if (o->dump_intermediates) {
         const mf_feature *ta = mf_processed_find(f, "template_aatype");
@@ -419,6 +434,10 @@ static int parse_args(int argc, char **argv, options *o)
         }
         if (!strcmp(a, "--memory-table")) {
             o->memory_table = true;
+            continue;
+        }
+        if (!strcmp(a, "--verbose")) {
+            o->verbose = true;
             continue;
         }
         if (!v) return usage_error("%s needs a value", a);

@@ -158,7 +158,15 @@ static int64_t slice_rows(const mf_ctx *ctx, int64_t rows)
 typedef struct {
     const mf_alphafold_options *opt;
     int64_t r;
+    double t_start;
 } hook_state;
+
+static void progress(const hook_state *h, const char *stage, int64_t block, int64_t num_blocks)
+{
+    if (h->opt->progress)
+        h->opt->progress(h->opt->progress_data, stage, h->r, block, num_blocks,
+                         now_seconds() - h->t_start);
+}
 
 static mf_status emit_dims(const hook_state *h, const char *stage, const char *name, int64_t t,
                            const float *data, int ndim, const int64_t *shape)
@@ -181,7 +189,7 @@ static mf_status emit(const hook_state *h, const char *stage, const char *name, 
 
 static mf_status emit_mask(const mf_alphafold_options *opt, const char *name, const mf_tensor *x)
 {
-    hook_state h = {opt, -1};
+    hook_state h = {opt, -1, 0.0};
     return emit(&h, "masks", name, -1, x);
 }
 
@@ -411,6 +419,7 @@ static mf_status evoformer(iteration *it, mf_tensor *single)
             (const mf_evoformer_block_params *)(void *)views, &m->evoformer_dims, &kk));
         MF_TRY(emit(&it->h, stage, "out_m", -1, &it->msa));
         MF_TRY(emit(&it->h, stage, "out_z", -1, it->z));
+        progress(&it->h, "evoformer", k, m->evoformer_blocks);
     }
     mf_tensor row0 = row(&it->msa, 0);
     MF_TRY(mf_linear_forward(ctx, single, &row0, &m->single_activations_weights,
@@ -573,7 +582,7 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
     out->num_res = N;
     out->num_seq = x.S;
     out->num_iterations = iters;
-    iteration it = {.ctx = ctx, .m = m, .h = {opt, 0}};
+    iteration it = {.ctx = ctx, .m = m, .h = {opt, 0, now_seconds()}};
     it.z = &out->pair;
     it.m1 = &out->msa_first_row;
     it.prev_pos = &out->final_atom_positions;
@@ -620,25 +629,31 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
         MF_TRY_GOTO(embed_inputs(&it));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_EMBEDDERS] += t1 - t0;
+        progress(&it.h, "embedders", -1, 0);
         t0 = t1;
         if (x.T > 0) MF_TRY_GOTO(embed_templates(&it));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_TEMPLATES] += t1 - t0;
+        progress(&it.h, "templates", -1, 0);
         t0 = t1;
         MF_TRY_GOTO(extra_msa(&it));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_EXTRA_MSA] += t1 - t0;
+        progress(&it.h, "extra_msa", -1, 0);
         t0 = t1;
         MF_TRY_GOTO(evoformer(&it, &out->single));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_EVOFORMER] += t1 - t0;
+        progress(&it.h, "evoformer", -1, 0);
         t0 = t1;
         MF_TRY_GOTO(structure_module(&it, out));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_STRUCTURE_MODULE] += t1 - t0;
+        progress(&it.h, "structure_module", -1, 0);
         t0 = t1;
         if (last) MF_TRY_GOTO(heads(&it, opt, out));
         out->stage_seconds[MF_ALPHAFOLD_STAGE_HEADS] += now_seconds() - t0;
+        if (last) progress(&it.h, "heads", -1, 0);
         mf_arena_release(ctx->arena, im);
     }
     return MF_OK;

@@ -132,12 +132,20 @@ typedef mf_status (*mf_alphafold_hook)(void *data, const char *stage, const char
                                        int64_t iteration, int64_t template_index,
                                        const mf_h5_array *value);
 
+/* Progress of a long inference: called after each stage of each iteration (block = -1) and
+ * after each Evoformer block (block = k of num_blocks), with the seconds since the inference
+ * started. Costs nothing but the call. */
+typedef void (*mf_alphafold_progress)(void *data, const char *stage, int64_t iteration,
+                                      int64_t block, int64_t num_blocks, double seconds);
+
 typedef struct {
     int64_t num_iterations; /* <= 0: the features' recycling axis R; more than R reuses slice
                                r mod R of the per-iteration features */
     bool all_heads;         /* also the distogram, masked-MSA and experimentally-resolved logits */
     mf_alphafold_hook hook; /* or NULL */
     void *hook_data;
+    mf_alphafold_progress progress; /* or NULL */
+    void *progress_data;
 } mf_alphafold_options;
 
 enum {
