@@ -1,6 +1,7 @@
 /* The AlphaFold 2 monomer inference forward pass with recycling (see alphafold.h). */
 #include "model/alphafold.h"
 
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -560,6 +561,34 @@ static mf_status alloc_outputs(mf_ctx *ctx, const mf_alphafold_model *m, const f
     return MF_OK;
 }
 
+/* atom37 index of Calpha (order N, CA, C, ...). */
+#define ATOM37_CA 1
+
+/* The recycle_early_stop_tolerance criterion (alphafold.h): RMS over the seq_mask pairs of the
+ * change of the Calpha-Calpha distances, prev_ca [N, 3] against pos [N, 37, 3]. */
+static double ca_distance_change(const float *prev_ca, const float *pos, const float *seq_mask,
+                                 int64_t N)
+{
+    double sum = 0, count = 0;
+    for (int64_t i = 0; i < N; i++) {
+        const float *pi = prev_ca + i * 3, *xi = pos + (i * 37 + ATOM37_CA) * 3;
+        for (int64_t j = 0; j < N; j++) {
+            const double w = (double)seq_mask[i] * seq_mask[j];
+            if (w == 0) continue;
+            const float *pj = prev_ca + j * 3, *xj = pos + (j * 37 + ATOM37_CA) * 3;
+            double dp = 0, dx = 0;
+            for (int c = 0; c < 3; c++) {
+                dp += ((double)pi[c] - pj[c]) * ((double)pi[c] - pj[c]);
+                dx += ((double)xi[c] - xj[c]) * ((double)xi[c] - xj[c]);
+            }
+            const double d = sqrt(dx) - sqrt(dp);
+            sum += w * d * d;
+            count += w;
+        }
+    }
+    return count > 0 ? sqrt(sum / count) : 0;
+}
+
 mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
                                  const mf_processed_features *f, const mf_alphafold_options *opt,
                                  mf_alphafold_outputs *out)
@@ -582,6 +611,11 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
     out->num_res = N;
     out->num_seq = x.S;
     out->num_iterations = iters;
+    out->recycle_change = -1;
+    const bool early_stop = opt->recycle_early_stop_tolerance > 0;
+    mf_tensor prev_ca = {0}; /* [N, 3] the previous iteration's Calpha positions */
+    if (early_stop)
+        MF_TRY_GOTO(arena_f32(ctx, &prev_ca, 2, (const int64_t[]){N, 3}, "alphafold.prev_ca"));
     iteration it = {.ctx = ctx, .m = m, .h = {opt, 0, now_seconds()}};
     it.z = &out->pair;
     it.m1 = &out->msa_first_row;
@@ -601,7 +635,7 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
     MF_TRY_GOTO(emit_mask(opt, "pair_mask", &it.pair_mask));
 
     for (int64_t r = 0; r < iters; r++) {
-        const bool last = r == iters - 1;
+        bool last = r == iters - 1;
         MF_TRY_GOTO(load_features(m, f, r % R, &x));
         if (x.N != N) {
             st = MF_ERROR(MF_ERR_FORMAT, "features: iteration %lld has %lld residues, not %lld",
@@ -646,7 +680,21 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
         out->stage_seconds[MF_ALPHAFOLD_STAGE_EVOFORMER] += t1 - t0;
         progress(&it.h, "evoformer", -1, 0);
         t0 = t1;
+        if (early_stop && r > 0) {
+            const float *pos = out->final_atom_positions.data;
+            float *ca = prev_ca.data;
+            for (int64_t i = 0; i < N; i++)
+                for (int c = 0; c < 3; c++) ca[i * 3 + c] = pos[(i * 37 + ATOM37_CA) * 3 + c];
+        }
         MF_TRY_GOTO(structure_module(&it, out));
+        if (early_stop && r > 0) {
+            out->recycle_change = ca_distance_change(prev_ca.data, out->final_atom_positions.data,
+                                                     x.seq_mask.data, N);
+            if (out->recycle_change < opt->recycle_early_stop_tolerance && !last) {
+                last = true;
+                out->num_iterations = r + 1;
+            }
+        }
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_STRUCTURE_MODULE] += t1 - t0;
         progress(&it.h, "structure_module", -1, 0);
@@ -655,6 +703,7 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
         out->stage_seconds[MF_ALPHAFOLD_STAGE_HEADS] += now_seconds() - t0;
         if (last) progress(&it.h, "heads", -1, 0);
         mf_arena_release(ctx->arena, im);
+        if (last) break;
     }
     return MF_OK;
 cleanup:

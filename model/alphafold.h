@@ -146,6 +146,15 @@ typedef struct {
     void *hook_data;
     mf_alphafold_progress progress; /* or NULL */
     void *progress_data;
+    /* > 0: stop recycling early (AF2 v2.3's recycle_early_stop_tolerance, ColabFold's
+     * --recycle-early-stop-tolerance). After iteration r >= 1 the change of the Calpha-Calpha
+     * distance matrix against iteration r - 1 is
+     *   delta = sqrt(sum_ij mask_ij (d_ij^r - d_ij^(r-1))^2 / sum_ij mask_ij),
+     *   d_ij = |x_i^CA - x_j^CA| (Angstrom), mask_ij = seq_mask_i seq_mask_j (i = j included),
+     * and the iteration with delta < tolerance is the last (its heads run). Iteration 0 is never
+     * compared (AF2 compares it with the zero positions it recycles, which always continues),
+     * so at least 2 iterations run when num_iterations >= 2. 0: off. */
+    double recycle_early_stop_tolerance;
 } mf_alphafold_options;
 
 enum {
@@ -164,7 +173,8 @@ const char *mf_alphafold_stage_name(int stage);
  * caller releases them with a mark taken before it). L = structure_module.num_layers, S = the
  * MSA clusters (template rows excluded). A head not run has data == NULL. */
 typedef struct {
-    int64_t num_res, num_seq, num_iterations;
+    int64_t num_res, num_seq, num_iterations; /* num_iterations: those run (early stop) */
+    double recycle_change; /* the last iteration's delta (recycle_early_stop_tolerance), -1: none */
     mf_tensor final_atom_positions;                /* [N, 37, 3] Angstrom */
     mf_tensor final_atom_mask;                     /* [N, 37] */
     mf_tensor lddt_logits;                         /* [N, plddt bins] */

@@ -372,6 +372,85 @@ static void test_recycling(mf_ctx *ctx, const loaded *l)
     mf_h5_array_free(&single);
 }
 
+/* recycle_early_stop_tolerance: a huge tolerance stops after 2 iterations with the outputs of a
+ * plain 2-iteration run (heads included); its delta equals the RMS change of the Calpha-Calpha
+ * distances between the 1- and 2-iteration structures, recomputed here; a tiny tolerance and
+ * the option off run every iteration. */
+static double early_stop_run(mf_ctx *ctx, const loaded *l, double tol, int64_t iters, int64_t *ran,
+                             snapshot *s)
+{
+    mf_alphafold_options opt = {.num_iterations = iters, .recycle_early_stop_tolerance = tol};
+    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    mf_alphafold_outputs out;
+    mf_status st = mf_alphafold_inference(ctx, &l->m, &l->f, &opt, &out);
+    MF_TEST_TRUE(st == MF_OK, "early stop %g: %s", tol, mf_last_error());
+    *ran = st == MF_OK ? out.num_iterations : -1;
+    const double change = st == MF_OK ? out.recycle_change : -2;
+    if (st == MF_OK && s) snap_take(s, &out);
+    mf_arena_release(ctx->arena, mark);
+    return change;
+}
+
+static void test_recycle_early_stop(mf_ctx *ctx, const loaded *l)
+{
+    printf("recycle early stop (RMS change of the Calpha distance matrix)\n");
+    snapshot s1, s2, se;
+    mf_alphafold_options o1 = {.num_iterations = 1}, o2 = {.num_iterations = 2};
+    if (!run(ctx, l, &o1, &s1, "1 iteration")) return;
+    if (!run(ctx, l, &o2, &s2, "2 iterations")) {
+        snap_free(&s1);
+        return;
+    }
+    int64_t ran = 0;
+    const double delta = early_stop_run(ctx, l, 1e9, 4, &ran, &se);
+    if (ran == 2) {
+        bool same = true;
+        for (int k = 0; k < NOUT; k++)
+            same = same && se.n[k] == s2.n[k] &&
+                   !memcmp(se.data[k], s2.data[k], sizeof(float) * (size_t)s2.n[k]);
+        MF_TEST_TRUE(same, "early-stopped run differs from a plain 2-iteration run");
+        printf("  tolerance 1e9, 4 iterations asked: %lld run, outputs == 2 iterations %s\n",
+               (long long)ran, same ? "ok" : "FAIL");
+        snap_free(&se);
+    } else {
+        MF_TEST_TRUE(false, "tolerance 1e9: %lld iterations run, expected 2", (long long)ran);
+        if (ran > 0) snap_free(&se);
+    }
+    /* the criterion recomputed from the two runs' final positions (seq_mask is all ones here) */
+    const float *a = s1.data[0], *b = s2.data[0];
+    const int64_t N = s1.n[0] / (37 * 3);
+    double sum = 0;
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double da = 0, db = 0;
+            for (int c = 0; c < 3; c++) {
+                const double ea = (double)a[(i * 37 + 1) * 3 + c] - a[(j * 37 + 1) * 3 + c];
+                const double eb = (double)b[(i * 37 + 1) * 3 + c] - b[(j * 37 + 1) * 3 + c];
+                da += ea * ea;
+                db += eb * eb;
+            }
+            sum += (sqrt(db) - sqrt(da)) * (sqrt(db) - sqrt(da));
+        }
+    const double expect = sqrt(sum / (double)(N * N));
+    /* both sides are the same double arithmetic on the same f32 positions */
+    MF_TEST_TRUE(isfinite(delta) && fabs(delta - expect) <= 1e-9 * fmax(1.0, expect),
+                 "reported delta %.9g vs recomputed %.9g", delta, expect);
+    printf("  delta after iteration 1: %.6f A, recomputed %.6f A (tol 1e-9 rel)\n", delta, expect);
+    MF_TEST_TRUE(expect > 1e-6, "recycling did not move the structure: delta %g", expect);
+    snap_free(&s1);
+    snap_free(&s2);
+
+    double d = early_stop_run(ctx, l, 1e-12, 3, &ran, NULL);
+    MF_TEST_TRUE(ran == 3 && d > 1e-12, "tolerance 1e-12: %lld iterations, delta %g, expected 3",
+                 (long long)ran, d);
+    printf("  tolerance 1e-12, 3 iterations asked: %lld run (last delta %.6f A)\n", (long long)ran,
+           d);
+    d = early_stop_run(ctx, l, 0, 3, &ran, NULL);
+    MF_TEST_TRUE(ran == 3 && d == -1, "off: %lld iterations, delta %g, expected 3 and -1",
+                 (long long)ran, d);
+    printf("  off, 3 iterations asked: %lld run\n", (long long)ran);
+}
+
 /* The tiny preset with AF2's initialisers: every expected parameter, a forward pass whose 'final'
  * zero layers leave identity frames and uniform pLDDT logits. */
 static void test_random_init(mf_ctx *ctx, const loaded *ref)
@@ -516,6 +595,7 @@ int main(void)
         test_dump_and_checker(&ctx, l);
         test_policies(&ctx, l);
         test_recycling(&ctx, l);
+        test_recycle_early_stop(&ctx, l);
         test_random_init(&ctx, l);
         test_errors(&ctx, l);
     }
