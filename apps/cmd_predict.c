@@ -24,6 +24,8 @@
 #include "protein/residue_constants.h"
 
 #define MAX_MODELS 16
+#define STR_(x)    #x
+#define STR(x)     STR_(x)
 
 static void predict_usage(FILE *f)
 {
@@ -31,7 +33,10 @@ static void predict_usage(FILE *f)
         f,
         "usage: memfold predict (--features FILE.h5 | --fasta X.fasta [--msa X.a3m ...])\n"
         "                       (--params P [--params P2 ...] | --random-init SEED --config C)\n"
+        "                       [--template-hits X.hhr --template-mmcif-dir DIR\n"
+        "                        [--max-template-date YYYY-MM-DD] [--max-templates N]]\n"
         "                       [--config C] [--structure-layers N] [--recycles N] [--chunk N]\n"
+        "                       [--recycle-early-stop TOL]\n"
         "                       [--storage f32|bf16] [--compute f32|bf16] [--inplace on|off]\n"
         "                       [--dump OUT.h5 [--dump-intermediates]] [--check REF.h5]\n"
         "                       [--name NAME] [--seed S] [--arena-gib G] [--memory-table] -o "
@@ -45,6 +50,11 @@ static void predict_usage(FILE *f)
         "  --fasta, --msa       one query sequence and its alignments (a3m, Stockholm; none:\n"
         "                       single sequence) through the inference pipeline; the MSA is\n"
         "                       resampled per iteration from --seed S (default 0)\n"
+        "  --template-hits X.hhr HHsearch/HHblits hits of the --fasta query, featurized as\n"
+        "                       `memfold featurize` does from the mmCIF files of\n"
+        "                       --template-mmcif-dir DIR (<pdb id>.cif[.gz]); hits released after\n"
+        "                       --max-template-date are dropped; the first --max-templates N\n"
+        "                       (default: the config's data.max_templates, AF2: 4) are used\n"
         "  --params P           .npz (official AF2 layout) or memfold HDF5 parameters; repeat\n"
         "                       to run several models, ranked by mean pLDDT (pTM when present).\n"
         "                       The model is named after the file (basename without extension)\n"
@@ -53,8 +63,15 @@ static void predict_usage(FILE *f)
         "  --structure-layers N structure-module layers (no parameter records it; AF2: 8)\n"
         "  --recycles N         AF2 num_recycle: N+1 iterations (with --features, slice r mod R\n"
         "                       of the per-iteration features)\n"
+        "  --recycle-early-stop TOL  stop recycling once the RMS change of the Calpha-Calpha\n"
+        "                       distance matrix (pairs of real residues) against the previous\n"
+        "                       iteration is below TOL Angstrom (AF2 v2.3's\n"
+        "                       recycle_early_stop_tolerance); compared from the second\n"
+        "                       iteration on, so at least 2 run (default: off, all run)\n"
         "  --chunk N            rows per slice in attention/transitions (0 = off)\n"
-        "  --storage, --compute precision of stored activations / matrix-product inputs\n"
+        "  --storage f32|bf16   precision of saved activations: these exist only in training,\n"
+        "                       so at inference --storage bf16 has no effect yet (a note says so)\n"
+        "  --compute f32|bf16   precision of matrix-product inputs\n"
         "  --inplace on|off     residual updates accumulated in place (default on)\n"
         "  --dump OUT.h5        final outputs with the names and shapes of expected_outputs.h5;\n"
         "                       --dump-intermediates adds intermediates/<stage>/<tensor>\n"
@@ -114,7 +131,8 @@ static mf_status make_dir(const char *path)
 /* What one model's run leaves for writing and ranking (host copies). */
 typedef struct {
     char name[256];
-    int64_t N, num_recycles;
+    int64_t N, num_recycles, num_templates;
+    double recycle_change; /* -1: not computed */
     float *positions, *atom_mask, *plddt, *pae;
     double max_pae, ptm;
     bool has_ptm;
@@ -143,6 +161,9 @@ static float *host_copy(const mf_tensor *t)
 
 typedef struct {
     const char *features, *fasta, *config, *dump, *check, *out_dir, *name;
+    const char *template_hits, *template_mmcif_dir, *max_template_date;
+    int64_t max_templates; /* -1: the config's data.max_templates */
+    double recycle_early_stop;
     const char *params[MAX_MODELS];
     const char *msas[MAX_MODELS];
     int n_params, n_msas;
@@ -215,6 +236,7 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
         .all_heads = o->dump != NULL || o->check != NULL,
         .progress = o->verbose ? print_progress : NULL,
         .progress_data = r->name,
+        .recycle_early_stop_tolerance = o->recycle_early_stop,
     };
     if (o->dump_intermediates) {
         const mf_feature *ta = mf_processed_find(f, "template_aatype");
@@ -232,6 +254,11 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
     if (st == MF_OK) {
         r->N = out.num_res;
         r->num_recycles = out.num_iterations - 1;
+        r->recycle_change = out.recycle_change;
+        const mf_feature *ta = mf_processed_find(f, "template_aatype");
+        r->num_templates = m->templates && ta && ta->array.ndim >= 1 && ta->array.shape[0] > 0
+                               ? ta->array.shape[0]
+                               : 0;
         r->arena_peak = (int64_t)(mf_arena_high_water(ctx->arena) - base);
         r->positions = host_copy(&out.final_atom_positions);
         r->atom_mask = host_copy(&out.final_atom_mask);
@@ -390,8 +417,10 @@ static mf_status write_outputs(const options *o, const mf_processed_features *f,
                (long long)res[k].N, mean);
         if (res[k].has_ptm) printf("  pTM %.4f", res[k].ptm);
         char b1[32];
-        printf("  iterations %lld  arena peak %s  predict %.2f s\n",
-               (long long)res[k].num_recycles + 1,
+        printf("  iterations %lld", (long long)res[k].num_recycles + 1);
+        if (res[k].recycle_change >= 0)
+            printf(" (last Calpha distance change %.3f A)", res[k].recycle_change);
+        printf("  templates %lld  arena peak %s  predict %.2f s\n", (long long)res[k].num_templates,
                mf_format_bytes((size_t)res[k].arena_peak, b1, sizeof b1),
                res[k].timings[res[k].n_timings - 1].seconds);
     }
@@ -419,6 +448,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->structure_layers = 0;
     o->recycles = -1;
     o->chunk = -1;
+    o->max_templates = -1;
     o->policy = mf_policy_default();
     o->policy.inplace = true;
     for (int i = 1; i < argc; i++) {
@@ -469,6 +499,24 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--recycles")) {
             if (!parse_i64(v, 0, &o->recycles))
                 return usage_error("--recycles %s: expected an integer >= 0", v);
+        } else if (!strcmp(a, "--template-hits")) {
+            o->template_hits = v;
+        } else if (!strcmp(a, "--template-mmcif-dir")) {
+            o->template_mmcif_dir = v;
+        } else if (!strcmp(a, "--max-template-date")) {
+            if (!mf_template_date_valid(v))
+                return usage_error("--max-template-date %s: expected YYYY-MM-DD", v);
+            o->max_template_date = v;
+        } else if (!strcmp(a, "--max-templates")) {
+            if (!parse_i64(v, 0, &o->max_templates) || o->max_templates > MF_PIPELINE_MAX_TEMPLATES)
+                return usage_error(
+                    "--max-templates %s: expected 0 .. " STR(MF_PIPELINE_MAX_TEMPLATES), v);
+        } else if (!strcmp(a, "--recycle-early-stop")) {
+            char *end;
+            o->recycle_early_stop = strtod(v, &end);
+            if (*end || !(o->recycle_early_stop > 0))
+                return usage_error("--recycle-early-stop %s: expected a tolerance > 0 (Angstrom)",
+                                   v);
         } else if (!strcmp(a, "--chunk")) {
             if (mf_policy_set(&o->policy, "chunk", v) != MF_OK)
                 return usage_error("--chunk %s: expected off or a number of rows", v);
@@ -496,6 +544,23 @@ static int parse_args(int argc, char **argv, options *o)
     if (!o->features == !o->fasta)
         return usage_error("%s", "give exactly one of --features, --fasta");
     if (o->n_msas && !o->fasta) return usage_error("%s", "--msa needs --fasta");
+    if ((o->template_hits || o->template_mmcif_dir || o->max_template_date ||
+         o->max_templates >= 0) &&
+        !o->fasta)
+        return usage_error("%s",
+                           "--template-* and --max-template* need --fasta (with --features the "
+                           "file holds the templates)");
+    if (!o->template_hits != !o->template_mmcif_dir)
+        return usage_error("%s", "--template-hits and --template-mmcif-dir go together");
+    if ((o->max_template_date || o->max_templates >= 0) && !o->template_hits)
+        return usage_error("%s", "--max-template-date and --max-templates need --template-hits");
+    if (o->recycle_early_stop > 0 && (o->dump_intermediates))
+        return usage_error("%s", "--recycle-early-stop and --dump-intermediates do not go together "
+                                 "(the intermediates are recorded per planned iteration)");
+    if (o->policy.storage == MF_BF16)
+        fprintf(stderr,
+                "memfold predict: note: --storage bf16 has no effect at inference yet (saved "
+                "activations exist only in training)\n");
     if (o->random_init == (o->n_params > 0))
         return usage_error("%s", "give --params (one or more) or --random-init SEED");
     if (o->random_init && !o->config)
@@ -518,6 +583,7 @@ static mf_status fasta_features(const options *o, mf_param_store *store0, mf_pro
     if (!cfg) return MF_ERROR(MF_ERR_NOMEM, "config");
     mf_status st = MF_OK;
     mf_fasta fasta = {0};
+    mf_template_features templ = {0};
     if (o->random_init) {
         MF_TRY_GOTO(mf_config_load(o->config, cfg));
     } else if (o->config) {
@@ -539,10 +605,28 @@ static mf_status fasta_features(const options *o, mf_param_store *store0, mf_pro
     }
     mf_pipeline_options po = mf_pipeline_options_inference(cfg);
     po.num_iterations = (o->recycles >= 0 ? o->recycles : cfg->recycling.num_recycle) + 1;
-    st =
-        mf_pipeline_inference_features(&fasta.records[0], o->msas, o->n_msas, &po, o->data_seed, f);
-    if (st != MF_OK) mf_error_context(st, "--fasta %s", o->fasta);
+    if (o->max_templates >= 0) po.max_templates = o->max_templates;
+    const mf_inference_inputs in = {.msa_paths = o->msas,
+                                    .num_msa_paths = o->n_msas,
+                                    .template_hits = o->template_hits,
+                                    .template_mmcif_dir = o->template_mmcif_dir,
+                                    .max_template_date = o->max_template_date};
+    st = mf_pipeline_inference_features_ex(&fasta.records[0], &in, &po, o->data_seed, f, &templ);
+    if (st != MF_OK) {
+        mf_error_context(st, "--fasta %s", o->fasta);
+        goto cleanup;
+    }
+    if (o->template_hits) {
+        const int64_t used =
+            templ.num_templates < po.max_templates ? templ.num_templates : po.max_templates;
+        printf("templates: %d featurized from %s, the first %lld of them in the features "
+               "(N_templ %lld):",
+               templ.num_templates, o->template_hits, (long long)used, (long long)po.max_templates);
+        for (int64_t t = 0; t < used; t++) printf(" %s", templ.domain_names[t]);
+        printf("\n");
+    }
 cleanup:
+    mf_template_features_free(&templ);
     mf_fasta_free(&fasta);
     free(cfg);
     return st;

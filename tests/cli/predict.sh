@@ -8,7 +8,8 @@
 # B-factors, coordinates = the dump); the JSON records and ranking; two parameter files ranked;
 # a pTM model (random init, PAE head) ranked by pTM with its PAE; --recycles 0 reproduces the
 # reference's iteration 0; a CASP target FASTA + MSA through the inference pipeline with the tiny
-# preset's random AF2 init; clear errors for a missing feature, missing/unexpected parameters,
+# preset's random AF2 init; the OpenFold test query with template hits (--fasta, tiny preset
+# with templates), --recycle-early-stop, the --storage bf16 note; clear errors for a missing feature, missing/unexpected parameters,
 # multimer parameters and bad usage.
 set -u
 BIN=${MEMFOLD_BIN:?MEMFOLD_BIN is set by ctest}
@@ -202,6 +203,43 @@ print("  T1078: 138 residues in PDB and mmCIF")' "$T/casp"; then
   ok "--fasta T1078 --msa (tiny, random init): PDB and mmCIF written"
 else
   fail "--fasta T1078: $(tail -3 "$T/casp.log")"
+fi
+
+# ---- --fasta with template hits (OpenFold test query, tiny preset with templates, random init),
+# --recycle-early-stop with a huge tolerance (2 of 4 iterations), --storage bf16's note ----
+OF=$S/data/fasta/examples/openfold_short.fasta
+if "$BIN" predict --fasta "$OF" --msa "$S/data/msas/openfold_testquery73/bfd_uniclust_hits.a3m" \
+    --template-hits "$S/data/templates/openfold_testquery73_pdb70_hits.hhr" \
+    --template-mmcif-dir "$S/data/structures/train/mmcif" --max-templates 2 \
+    --random-init 3 --config tiny --chunk 16 --recycles 3 --recycle-early-stop 1e9 \
+    --storage bf16 -o "$T/tmpl" > "$T/tmpl.log" 2> "$T/tmpl.err" &&
+    grep -q "^templates: 7 featurized from .*the first 2 of them in the features (N_templ 2): 3u8v_A 2crb_A" "$T/tmpl.log" &&
+    grep -q "iterations 2 (last Calpha distance change .*templates 2 " "$T/tmpl.log" &&
+    grep -q "storage bf16 has no effect at inference" "$T/tmpl.err" &&
+    "$PY" -c 'import sys, json; sys.exit(0 if json.load(open(sys.argv[1]))["num_recycles"] == 1 else 1)' \
+      "$T/tmpl/random.json"; then
+  ok "--fasta + --template-hits: $(grep '^templates:' "$T/tmpl.log"); early stop after 2 of 4 iterations; bf16 note"
+else
+  fail "--fasta + --template-hits: $(cat "$T/tmpl.log" "$T/tmpl.err" | tail -5)"
+fi
+if "$BIN" predict --fasta "$OF" --template-hits "$S/data/templates/openfold_testquery73_pdb70_hits.hhr" \
+    --template-mmcif-dir "$S/data/structures/train/mmcif" --max-template-date 2006-01-01 \
+    --random-init 3 --config tiny --chunk 16 --recycles 2 -o "$T/tmpl2" > "$T/tmpl2.log" 2>&1 &&
+    grep -q "^templates: 2 featurized .*: 2crb_A 1psm_A" "$T/tmpl2.log" &&
+    grep -q "iterations 3  templates 2 " "$T/tmpl2.log" &&
+    "$PY" -c 'import sys, json; sys.exit(0 if json.load(open(sys.argv[1]))["num_recycles"] == 2 else 1)' \
+      "$T/tmpl2/random.json"; then
+  ok "--max-template-date 2006-01-01: 2crb_A 1psm_A; early stop off: all 3 iterations"
+else
+  fail "--max-template-date: $(tail -3 "$T/tmpl2.log")"
+fi
+"$BIN" predict --features "$TV/features.h5" --template-hits x.hhr --template-mmcif-dir . \
+  --random-init 3 --config tiny -o "$T/e5" > "$T/e5.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && grep -q "need --fasta" "$T/e5.log"; then
+  ok "--template-hits without --fasta: usage error"
+else
+  fail "--template-hits with --features (rc $rc): $(head -2 "$T/e5.log")"
 fi
 
 # ---- errors ----
