@@ -14,6 +14,8 @@ static const mf_command commands[] = {
     {"inspect", "summarize any HDF5 file memfold writes", mf_cmd_inspect},
     {"predict", "predict structures from FASTA (+ MSAs, templates) or a processed-feature file",
      mf_cmd_predict},
+    {"train", "train on a feature file: checkpoints, exact resume, MPI data parallel",
+     mf_cmd_train},
     {"train-step", "one deterministic training step on a processed-feature file: losses, gradients",
      mf_cmd_train_step},
     {"verify", "check modules against reference vectors (shared/testvectors/modules)",
