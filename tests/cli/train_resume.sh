@@ -5,7 +5,8 @@
 # (keep 2), validation every 5 steps, and a non-finite gradient
 # injected at step 3 (the skipped-step path). N = max(8, 16 x MEMFOLD_TEST_SCALE) steps.
 #   A: N steps uninterrupted;
-#   B: the same run killed with SIGKILL after its step-4 checkpoint, then --resume to N;
+#   B: the same run killed with SIGKILL once step 5 is logged (after the step-4 checkpoint: the
+#      resume cuts the log records after its checkpoint), then --resume to N;
 #   C: the same run stopped with SIGTERM (a checkpoint at the step it stops at, exit 143), its
 #      newest checkpoint then truncated, then --resume (the damaged file is skipped with its
 #      reason) to N.
@@ -73,9 +74,9 @@ EOF
 pid=$!
 pids+=("$pid")
 for _ in $(seq 1 3000); do
-  [ -f "$T/B/ckpt-00000004.h5" ] && break
+  [ -f "$T/B/log.csv" ] && [ "$(wc -l < "$T/B/log.csv")" -ge 6 ] && break
   kill -0 "$pid" 2>/dev/null || break
-  sleep 0.02
+  sleep 0.01
 done
 if kill -9 "$pid" 2>/dev/null; then
   wait "$pid" 2>/dev/null
