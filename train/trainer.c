@@ -665,7 +665,6 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
     if (state.step < o->total_steps)
         MF_TRY_GOTO(batch_start(&r->batches[cur],
                                 (int64_t)state.rng_counters[CTR_SAMPLE] + rank_offset, false));
-    bool saved_this_step = false;
     while (state.step < o->total_steps) {
         const double t0 = mf_train_log_now();
         sample_batch *sb = &r->batches[cur];
@@ -718,7 +717,6 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
         res->step = state.step;
         res->skipped = r->opt.skipped;
         res->last_loss = sums[SUM_TOTAL];
-        saved_this_step = false;
 
         /* validation (rank 0; the other ranks go on to the next step's all-reduce) */
         double val_lddt = NAN, val_plddt = NAN;
@@ -783,7 +781,6 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
                 fprintf(out, "checkpoint %s\n", res->checkpoint);
                 fflush(out);
             }
-            saved_this_step = true;
         }
         if (signalled) {
             int sig = mf_checkpoint_signal_pending();
@@ -795,7 +792,6 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
         }
         cur = 1 - cur;
     }
-    (void)saved_this_step;
 
     if (state.step >= o->total_steps && rank0) {
         char path[4200];
