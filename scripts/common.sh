@@ -1,7 +1,4 @@
 # Shared by scripts/test, scripts/demo and .ci/run: where things are and how to configure.
-# OpenMP threads sleep instead of spinning while they wait: on 2 shared cores spinning threads
-# of parallel test programs starve each other.
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 MF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MF_SHARED="${MEMFOLD_SHARED:-$MF_ROOT/../shared}"
 MF_JOBS="${MEMFOLD_JOBS:-$(nproc)}"
