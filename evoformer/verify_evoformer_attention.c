@@ -7,45 +7,18 @@
 
 #define MAX_PARAMS 16
 
-/* A CPU f32 tensor over a dataset of the file (1..4 dims). */
-static mf_status vec_tensor(const mf_module_vectors *v, const mf_array_set *set, const char *group,
-                            const char *name, mf_tensor *out)
-{
-    const mf_h5_array *a;
-    MF_TRY(mf_array_set_get(v, set, group, name, -1, NULL, &a));
-    if (a->dtype != MF_F32 || a->ndim < 1 || a->ndim > MF_MAX_DIMS)
-        return MF_ERROR(MF_ERR_FORMAT, "%s: %s/%s must be f32 with 1..%d dims (has %d)", v->path,
-                        group, name, MF_MAX_DIMS, a->ndim);
-    *out = mf_tensor_make(a->data, MF_F32, MF_DEV_CPU, a->ndim, a->shape);
-    return MF_OK;
-}
-
 /* Heads and channels per head from weights/attention||query_w [c, H, c_hidden]. */
 static mf_status heads_from_query_w(const mf_module_vectors *v, int64_t *num_heads,
                                     int64_t *c_hidden)
 {
     mf_tensor w;
-    MF_TRY(vec_tensor(v, &v->weights, "weights", "attention||query_w", &w));
+    MF_TRY(mf_verify_vector_tensor(v, &v->weights, "weights", "attention||query_w", &w));
     if (w.ndim != 3)
         return MF_ERROR(MF_ERR_FORMAT, "%s: weights/attention||query_w must be [c, H, c_hidden]",
                         v->path);
     *num_heads = w.shape[1];
     *c_hidden = w.shape[2];
     return MF_OK;
-}
-
-static mf_status require_cpu(const mf_ctx *ctx, const char *what)
-{
-    MF_REQUIRE(ctx && ctx->arena, "%s verifier: ctx and arena required", what);
-    if (ctx->device != MF_DEV_CPU || ctx->arena->device != MF_DEV_CPU)
-        return MF_ERROR(MF_ERR_UNSUPPORTED, "%s verifier runs on a CPU context", what);
-    return MF_OK;
-}
-
-static mf_status compare(mf_verify_report *r, const mf_module_vectors *v, const char *group,
-                         const char *name, const mf_tensor *t)
-{
-    return mf_verify_compare(r, v, group, name, t->data, mf_tensor_numel(t));
 }
 
 /* Parameters bound to the file's weights and zeroed gradients from the arena. */
@@ -60,12 +33,12 @@ static mf_status bind(mf_ctx *ctx, const mf_module_vectors *v, const mf_param_sp
 mf_status mf_verify_msa_row_attention_with_pair_bias(mf_ctx *ctx, const mf_module_vectors *v,
                                                      mf_verify_report *report)
 {
-    MF_TRY(require_cpu(ctx, "msa_row_attention_with_pair_bias"));
+    MF_TRY(mf_verify_require_cpu(ctx, "msa_row_attention_with_pair_bias"));
     mf_tensor m, z, mask, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "m", &m));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "z", &z));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "m", &m));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "z", &z));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     MF_REQUIRE(m.ndim == 3 && z.ndim == 3, "%s: inputs/m, z must be 3-D", v->path);
     mf_msa_row_attention_dims d = {.c_m = m.shape[2], .c_z = z.shape[2]};
     MF_TRY(heads_from_query_w(v, &d.num_heads, &d.c_hidden));
@@ -85,9 +58,9 @@ mf_status mf_verify_msa_row_attention_with_pair_bias(mf_ctx *ctx, const mf_modul
                                                             &p, &d));
     MF_TRY_GOTO(mf_msa_row_attention_with_pair_bias_backward(ctx, &dm, &dz, &dp, &gout, &saved, &m,
                                                              &z, &mask, &p, &d));
-    MF_TRY_GOTO(compare(report, v, "outputs", "update", &out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "m", &dm));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "z", &dz));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "update", &out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "m", &dm));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "z", &dz));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);
@@ -97,11 +70,11 @@ cleanup:
 mf_status mf_verify_msa_column_attention(mf_ctx *ctx, const mf_module_vectors *v,
                                          mf_verify_report *report)
 {
-    MF_TRY(require_cpu(ctx, "msa_column_attention"));
+    MF_TRY(mf_verify_require_cpu(ctx, "msa_column_attention"));
     mf_tensor m, mask, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "m", &m));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "m", &m));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     MF_REQUIRE(m.ndim == 3, "%s: inputs/m must be [S, N, c_m]", v->path);
     mf_msa_column_attention_dims d = {.c_m = m.shape[2]};
     MF_TRY(heads_from_query_w(v, &d.num_heads, &d.c_hidden));
@@ -118,8 +91,8 @@ mf_status mf_verify_msa_column_attention(mf_ctx *ctx, const mf_module_vectors *v
     MF_TRY_GOTO(mf_arena_zeros(a, &dm, MF_F32, 3, m.shape, "verify.dm"));
     MF_TRY_GOTO(mf_msa_column_attention_forward(ctx, &out, false, &saved, &m, &mask, &p, &d));
     MF_TRY_GOTO(mf_msa_column_attention_backward(ctx, &dm, &dp, &gout, &saved, &m, &mask, &p, &d));
-    MF_TRY_GOTO(compare(report, v, "outputs", "update", &out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "m", &dm));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "update", &out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "m", &dm));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);
@@ -129,11 +102,11 @@ cleanup:
 mf_status mf_verify_msa_column_global_attention(mf_ctx *ctx, const mf_module_vectors *v,
                                                 mf_verify_report *report)
 {
-    MF_TRY(require_cpu(ctx, "msa_column_global_attention"));
+    MF_TRY(mf_verify_require_cpu(ctx, "msa_column_global_attention"));
     mf_tensor m, mask, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "m", &m));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "m", &m));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     MF_REQUIRE(m.ndim == 3, "%s: inputs/m must be [S, N, c_e]", v->path);
     mf_msa_column_global_attention_dims d = {.c_m = m.shape[2]};
     MF_TRY(heads_from_query_w(v, &d.num_heads, &d.c_hidden));
@@ -152,8 +125,8 @@ mf_status mf_verify_msa_column_global_attention(mf_ctx *ctx, const mf_module_vec
         mf_msa_column_global_attention_forward(ctx, &out, false, &saved, &m, &mask, &p, &d));
     MF_TRY_GOTO(
         mf_msa_column_global_attention_backward(ctx, &dm, &dp, &gout, &saved, &m, &mask, &p, &d));
-    MF_TRY_GOTO(compare(report, v, "outputs", "update", &out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "m", &dm));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "update", &out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "m", &dm));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);
@@ -163,11 +136,11 @@ cleanup:
 static mf_status verify_triangle_attention(mf_ctx *ctx, const mf_module_vectors *v,
                                            mf_verify_report *report, bool ending)
 {
-    MF_TRY(require_cpu(ctx, "triangle_attention"));
+    MF_TRY(mf_verify_require_cpu(ctx, "triangle_attention"));
     mf_tensor z, mask, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "z", &z));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "pair_mask", &mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "z", &z));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "pair_mask", &mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     MF_REQUIRE(z.ndim == 3, "%s: inputs/z must be [N, N, c_z]", v->path);
     mf_triangle_attention_dims d = {.c_z = z.shape[2]};
     MF_TRY(heads_from_query_w(v, &d.num_heads, &d.c_hidden));
@@ -193,8 +166,8 @@ static mf_status verify_triangle_attention(mf_ctx *ctx, const mf_module_vectors 
         MF_TRY_GOTO(mf_triangle_attention_starting_node_backward(ctx, &dz, &dp, &gout, &saved, &z,
                                                                  &mask, &p, &d));
     }
-    MF_TRY_GOTO(compare(report, v, "outputs", "update", &out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "z", &dz));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "update", &out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "z", &dz));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);

@@ -3,24 +3,11 @@
 
 #include "evoformer/evoformer_block.h"
 
-/* A CPU f32 tensor over a dataset of the file (1..4 dims). */
-static mf_status vec_tensor(const mf_module_vectors *v, const mf_array_set *set, const char *group,
-                            const char *name, mf_tensor *out)
-{
-    const mf_h5_array *a;
-    MF_TRY(mf_array_set_get(v, set, group, name, -1, NULL, &a));
-    if (a->dtype != MF_F32 || a->ndim < 1 || a->ndim > MF_MAX_DIMS)
-        return MF_ERROR(MF_ERR_FORMAT, "%s: %s/%s must be f32 with 1..%d dims (has %d)", v->path,
-                        group, name, MF_MAX_DIMS, a->ndim);
-    *out = mf_tensor_make(a->data, MF_F32, MF_DEV_CPU, a->ndim, a->shape);
-    return MF_OK;
-}
-
 /* Extent `axis` of weights/<name> ('|'-escaped). */
 static mf_status weight_dim(const mf_module_vectors *v, const char *name, int axis, int64_t *out)
 {
     mf_tensor t;
-    MF_TRY(vec_tensor(v, &v->weights, "weights", name, &t));
+    MF_TRY(mf_verify_vector_tensor(v, &v->weights, "weights", name, &t));
     if (axis >= t.ndim)
         return MF_ERROR(MF_ERR_FORMAT, "%s: weights/%s has %d dims, expected more than %d", v->path,
                         name, t.ndim, axis);
@@ -68,12 +55,6 @@ static mf_status dims_from_vectors(const mf_module_vectors *v, const mf_tensor *
     return MF_OK;
 }
 
-static mf_status compare(mf_verify_report *r, const mf_module_vectors *v, const char *group,
-                         const char *name, const mf_tensor *t)
-{
-    return mf_verify_compare(r, v, group, name, t->data, mf_tensor_numel(t));
-}
-
 mf_status mf_verify_evoformer_block(mf_ctx *ctx, const mf_module_vectors *v,
                                     mf_verify_report *report)
 {
@@ -81,12 +62,12 @@ mf_status mf_verify_evoformer_block(mf_ctx *ctx, const mf_module_vectors *v,
     if (ctx->device != MF_DEV_CPU || ctx->arena->device != MF_DEV_CPU)
         return MF_ERROR(MF_ERR_UNSUPPORTED, "evoformer_block verifier runs on a CPU context");
     mf_tensor m, z, msa_mask, pair_mask, gm, gz;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "m", &m));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "z", &z));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "msa_mask", &msa_mask));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "pair_mask", &pair_mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "m", &gm));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "z", &gz));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "m", &m));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "z", &z));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "msa_mask", &msa_mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "pair_mask", &pair_mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "m", &gm));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "z", &gz));
     MF_REQUIRE(m.ndim == 3 && z.ndim == 3, "%s: inputs m, z must be 3-D", v->path);
     mf_evoformer_block_dims d;
     MF_TRY(dims_from_vectors(v, &m, &z, &d));
@@ -111,10 +92,10 @@ mf_status mf_verify_evoformer_block(mf_ctx *ctx, const mf_module_vectors *v,
                                            &pair_mask, &p, &d, &key));
     MF_TRY_GOTO(mf_evoformer_block_backward(ctx, &dm, &dz, &dp, &gm, &gz, &saved, &msa_mask,
                                             &pair_mask, &p, &d));
-    MF_TRY_GOTO(compare(report, v, "outputs", "m", &m_out));
-    MF_TRY_GOTO(compare(report, v, "outputs", "z", &z_out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "m", &dm));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "z", &dz));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "m", &m_out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "z", &z_out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "m", &dm));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "z", &dz));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);

@@ -8,43 +8,16 @@
 
 #define MAX_PARAMS 32
 
-/* A CPU f32 tensor over a dataset of the file (1..4 dims). */
-static mf_status vec_tensor(const mf_module_vectors *v, const mf_array_set *set, const char *group,
-                            const char *name, mf_tensor *out)
-{
-    const mf_h5_array *a;
-    MF_TRY(mf_array_set_get(v, set, group, name, -1, NULL, &a));
-    if (a->dtype != MF_F32 || a->ndim < 1 || a->ndim > MF_MAX_DIMS)
-        return MF_ERROR(MF_ERR_FORMAT, "%s: %s/%s must be f32 with 1..%d dims (has %d)", v->path,
-                        group, name, MF_MAX_DIMS, a->ndim);
-    *out = mf_tensor_make(a->data, MF_F32, MF_DEV_CPU, a->ndim, a->shape);
-    return MF_OK;
-}
-
 /* Extent `axis` of weights/<name>, for dims the inputs do not show. */
 static mf_status weight_dim(const mf_module_vectors *v, const char *name, int axis, int64_t *out)
 {
     mf_tensor t;
-    MF_TRY(vec_tensor(v, &v->weights, "weights", name, &t));
+    MF_TRY(mf_verify_vector_tensor(v, &v->weights, "weights", name, &t));
     if (axis >= t.ndim)
         return MF_ERROR(MF_ERR_FORMAT, "%s: weights/%s has %d dims, expected more than %d", v->path,
                         name, t.ndim, axis);
     *out = t.shape[axis];
     return MF_OK;
-}
-
-static mf_status require_cpu(const mf_ctx *ctx, const char *what)
-{
-    MF_REQUIRE(ctx && ctx->arena, "%s verifier: ctx and arena required", what);
-    if (ctx->device != MF_DEV_CPU || ctx->arena->device != MF_DEV_CPU)
-        return MF_ERROR(MF_ERR_UNSUPPORTED, "%s verifier runs on a CPU context", what);
-    return MF_OK;
-}
-
-static mf_status compare(mf_verify_report *r, const mf_module_vectors *v, const char *group,
-                         const char *name, const mf_tensor *t)
-{
-    return mf_verify_compare(r, v, group, name, t->data, mf_tensor_numel(t));
 }
 
 /* Parameters bound to the file's weights and zeroed gradients from the arena. */
@@ -59,10 +32,10 @@ static mf_status bind(mf_ctx *ctx, const mf_module_vectors *v, const mf_param_sp
 static mf_status verify_transition(mf_ctx *ctx, const mf_module_vectors *v,
                                    mf_verify_report *report, const char *input)
 {
-    MF_TRY(require_cpu(ctx, "transition"));
+    MF_TRY(mf_verify_require_cpu(ctx, "transition"));
     mf_tensor x, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", input, &x));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", input, &x));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     mf_transition_dims d = {.c = x.shape[x.ndim - 1]};
     int64_t hidden;
     MF_TRY(weight_dim(v, "transition1||weights", 1, &hidden));
@@ -82,8 +55,8 @@ static mf_status verify_transition(mf_ctx *ctx, const mf_module_vectors *v,
     MF_TRY_GOTO(mf_arena_zeros(a, &dx, MF_F32, x.ndim, x.shape, "verify.dx"));
     MF_TRY_GOTO(mf_transition_forward(ctx, &out, false, &saved, &x, &p, &d));
     MF_TRY_GOTO(mf_transition_backward(ctx, &dx, &dp, &gout, &saved, &x, &p, &d));
-    MF_TRY_GOTO(compare(report, v, "outputs", "update", &out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", input, &dx));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "update", &out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", input, &dx));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);
@@ -105,11 +78,11 @@ mf_status mf_verify_pair_transition(mf_ctx *ctx, const mf_module_vectors *v,
 mf_status mf_verify_outer_product_mean(mf_ctx *ctx, const mf_module_vectors *v,
                                        mf_verify_report *report)
 {
-    MF_TRY(require_cpu(ctx, "outer_product_mean"));
+    MF_TRY(mf_verify_require_cpu(ctx, "outer_product_mean"));
     mf_tensor m, mask, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "m", &m));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "m", &m));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "msa_mask", &mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     MF_REQUIRE(m.ndim == 3, "%s: inputs/m must be [S, N, c_m]", v->path);
     mf_outer_product_mean_dims d = {.c_m = m.shape[2]};
     MF_TRY(weight_dim(v, "left_projection||weights", 1, &d.c_hidden));
@@ -128,8 +101,8 @@ mf_status mf_verify_outer_product_mean(mf_ctx *ctx, const mf_module_vectors *v,
     MF_TRY_GOTO(mf_arena_zeros(a, &dm, MF_F32, 3, m.shape, "verify.dm"));
     MF_TRY_GOTO(mf_outer_product_mean_forward(ctx, &out, false, &saved, &m, &mask, &p, &d));
     MF_TRY_GOTO(mf_outer_product_mean_backward(ctx, &dm, &dp, &gout, &saved, &m, &mask, &p, &d));
-    MF_TRY_GOTO(compare(report, v, "outputs", "update", &out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "m", &dm));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "update", &out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "m", &dm));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);
@@ -139,11 +112,11 @@ cleanup:
 static mf_status verify_triangle_multiplication(mf_ctx *ctx, const mf_module_vectors *v,
                                                 mf_verify_report *report, bool outgoing)
 {
-    MF_TRY(require_cpu(ctx, "triangle_multiplication"));
+    MF_TRY(mf_verify_require_cpu(ctx, "triangle_multiplication"));
     mf_tensor z, mask, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "z", &z));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "pair_mask", &mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "z", &z));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "pair_mask", &mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     MF_REQUIRE(z.ndim == 3, "%s: inputs/z must be [N, N, c_z]", v->path);
     mf_triangle_multiplication_dims d = {.c_z = z.shape[2], .outgoing = outgoing};
     MF_TRY(weight_dim(v, "left_projection||weights", 1, &d.c_hidden));
@@ -161,8 +134,8 @@ static mf_status verify_triangle_multiplication(mf_ctx *ctx, const mf_module_vec
     MF_TRY_GOTO(mf_triangle_multiplication_forward(ctx, &out, false, &saved, &z, &mask, &p, &d));
     MF_TRY_GOTO(
         mf_triangle_multiplication_backward(ctx, &dz, &dp, &gout, &saved, &z, &mask, &p, &d));
-    MF_TRY_GOTO(compare(report, v, "outputs", "update", &out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "z", &dz));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "update", &out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "z", &dz));
     MF_TRY_GOTO(mf_params_verify_grads(report, v, specs, n, MF_PARAMS_AS_ARRAY(&dp), ""));
 cleanup:
     mf_arena_release(a, mark);

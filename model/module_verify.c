@@ -84,3 +84,29 @@ bool mf_verify_report_pass(const mf_verify_report *r)
         if (!r->items[i].result.pass) return false;
     return true;
 }
+
+mf_status mf_verify_compare_tensor(mf_verify_report *report, const mf_module_vectors *v,
+                                   const char *group, const char *name, const mf_tensor *t)
+{
+    return mf_verify_compare(report, v, group, name, t->data, mf_tensor_numel(t));
+}
+
+mf_status mf_verify_vector_tensor(const mf_module_vectors *v, const mf_array_set *set,
+                                  const char *group, const char *name, mf_tensor *out)
+{
+    const mf_h5_array *a;
+    MF_TRY(mf_array_set_get(v, set, group, name, -1, NULL, &a));
+    if (a->dtype != MF_F32 || a->ndim < 1 || a->ndim > MF_MAX_DIMS)
+        return MF_ERROR(MF_ERR_FORMAT, "%s: %s/%s must be f32 with 1..%d dims (has %d)", v->path,
+                        group, name, MF_MAX_DIMS, a->ndim);
+    *out = mf_tensor_make(a->data, MF_F32, MF_DEV_CPU, a->ndim, a->shape);
+    return MF_OK;
+}
+
+mf_status mf_verify_require_cpu(const mf_ctx *ctx, const char *what)
+{
+    MF_REQUIRE(ctx && ctx->arena, "%s verifier: ctx and arena required", what);
+    if (ctx->device != MF_DEV_CPU || ctx->arena->device != MF_DEV_CPU)
+        return MF_ERROR(MF_ERR_UNSUPPORTED, "%s verifier runs on a CPU context", what);
+    return MF_OK;
+}

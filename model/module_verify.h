@@ -34,5 +34,13 @@ const char *const *mf_verified_modules(void);
 mf_status mf_verify_compare(mf_verify_report *report, const mf_module_vectors *v, const char *group,
                             const char *name, const float *cand, int64_t n);
 bool mf_verify_report_pass(const mf_verify_report *r);
+/* mf_verify_compare for a host f32 tensor. */
+mf_status mf_verify_compare_tensor(mf_verify_report *report, const mf_module_vectors *v,
+                                   const char *group, const char *name, const mf_tensor *t);
+/* A CPU f32 tensor header over dataset group/name of the file (1..4 dims; no copy). */
+mf_status mf_verify_vector_tensor(const mf_module_vectors *v, const mf_array_set *set,
+                                  const char *group, const char *name, mf_tensor *out);
+/* Verifiers that run host code need a CPU context and arena: a clear error otherwise. */
+mf_status mf_verify_require_cpu(const mf_ctx *ctx, const char *what);
 
 #endif

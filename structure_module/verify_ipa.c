@@ -3,25 +3,12 @@
 
 #include "structure_module/ipa.h"
 
-/* A CPU f32 tensor over a dataset of the file (1..4 dims). */
-static mf_status vec_tensor(const mf_module_vectors *v, const mf_array_set *set, const char *group,
-                            const char *name, mf_tensor *out)
-{
-    const mf_h5_array *a;
-    MF_TRY(mf_array_set_get(v, set, group, name, -1, NULL, &a));
-    if (a->dtype != MF_F32 || a->ndim < 1 || a->ndim > MF_MAX_DIMS)
-        return MF_ERROR(MF_ERR_FORMAT, "%s: %s/%s must be f32 with 1..%d dims (has %d)", v->path,
-                        group, name, MF_MAX_DIMS, a->ndim);
-    *out = mf_tensor_make(a->data, MF_F32, MF_DEV_CPU, a->ndim, a->shape);
-    return MF_OK;
-}
-
 /* A 2-D weight's shape, or a 1-D one's length in shape[0]. */
 static mf_status weight_shape(const mf_module_vectors *v, const char *name, int ndim,
                               int64_t shape[2])
 {
     mf_tensor t;
-    MF_TRY(vec_tensor(v, &v->weights, "weights", name, &t));
+    MF_TRY(mf_verify_vector_tensor(v, &v->weights, "weights", name, &t));
     if (t.ndim != ndim)
         return MF_ERROR(MF_ERR_FORMAT, "%s: weights/%s has %d dims, expected %d", v->path, name,
                         t.ndim, ndim);
@@ -72,12 +59,12 @@ mf_status mf_verify_invariant_point_attention(mf_ctx *ctx, const mf_module_vecto
     mf_ipa_params p, dp;
     MF_TRY(mf_params_bind_vectors(specs, n, MF_PARAMS_AS_ARRAY(&p), v, ""));
     mf_tensor s, z, rot, trans, mask, gout;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "s", &s));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "z", &z));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "rot", &rot));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "trans", &trans));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "seq_mask", &mask));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "s", &s));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "z", &z));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "rot", &rot));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "trans", &trans));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "seq_mask", &mask));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "update", &gout));
     const int64_t N = s.shape[0];
     mf_arena *a = ctx->arena;
     mf_arena_mark_t mark = mf_arena_mark(a);

@@ -12,53 +12,27 @@
 #include "structure_module/fape.h"
 #include "structure_module/sm_transition.h"
 
-/* A CPU f32 tensor over a dataset of the file (1..4 dims). */
-static mf_status vec_tensor(const mf_module_vectors *v, const mf_array_set *set, const char *group,
-                            const char *name, mf_tensor *out)
-{
-    const mf_h5_array *a;
-    MF_TRY(mf_array_set_get(v, set, group, name, -1, NULL, &a));
-    if (a->dtype != MF_F32 || a->ndim < 1 || a->ndim > MF_MAX_DIMS)
-        return MF_ERROR(MF_ERR_FORMAT, "%s: %s/%s must be f32 with 1..%d dims (has %d)", v->path,
-                        group, name, MF_MAX_DIMS, a->ndim);
-    *out = mf_tensor_make(a->data, MF_F32, MF_DEV_CPU, a->ndim, a->shape);
-    return MF_OK;
-}
-
 /* A zeroed gradient buffer shaped like t, from the arena. */
 static mf_status zeros_like(mf_ctx *ctx, mf_tensor *out, const mf_tensor *t, const char *label)
 {
     return mf_arena_zeros(ctx->arena, out, MF_F32, t->ndim, t->shape, label);
 }
 
-static mf_status compare(mf_verify_report *r, const mf_module_vectors *v, const char *group,
-                         const char *name, const mf_tensor *t)
-{
-    return mf_verify_compare(r, v, group, name, t->data, mf_tensor_numel(t));
-}
-
-static mf_status require_cpu(const mf_ctx *ctx, const char *what)
-{
-    MF_REQUIRE(ctx && ctx->arena, "%s verifier: ctx and arena required", what);
-    if (ctx->device != MF_DEV_CPU || ctx->arena->device != MF_DEV_CPU)
-        return MF_ERROR(MF_ERR_UNSUPPORTED, "%s verifier runs on a CPU context", what);
-    return MF_OK;
-}
-
 mf_status mf_verify_backbone_update(mf_ctx *ctx, const mf_module_vectors *v,
                                     mf_verify_report *report)
 {
-    MF_TRY(require_cpu(ctx, "backbone_update"));
+    MF_TRY(mf_verify_require_cpu(ctx, "backbone_update"));
     mf_tensor s, quat, trans, gq, gt, gr;
     mf_backbone_update_params p;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "s", &s));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "quat", &quat));
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "trans", &trans));
-    MF_TRY(vec_tensor(v, &v->weights, "weights", "affine_update||weights", &p.weights));
-    MF_TRY(vec_tensor(v, &v->weights, "weights", "affine_update||bias", &p.bias));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "quat", &gq));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "trans", &gt));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "rot", &gr));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "s", &s));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "quat", &quat));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "trans", &trans));
+    MF_TRY(
+        mf_verify_vector_tensor(v, &v->weights, "weights", "affine_update||weights", &p.weights));
+    MF_TRY(mf_verify_vector_tensor(v, &v->weights, "weights", "affine_update||bias", &p.bias));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "quat", &gq));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "trans", &gt));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "rot", &gr));
     const int64_t N = s.shape[0];
     mf_arena *a = ctx->arena;
     mf_arena_mark_t mark = mf_arena_mark(a);
@@ -78,14 +52,16 @@ mf_status mf_verify_backbone_update(mf_ctx *ctx, const mf_module_vectors *v,
         mf_backbone_update_forward(ctx, &q_out, &t_out, &r_out, &update, &s, &quat, &trans, &p));
     MF_TRY_GOTO(mf_backbone_update_backward(ctx, &ds, &dq, &dt, &dp, &gq, &gt, &gr, &update, &s,
                                             &quat, &p));
-    MF_TRY_GOTO(compare(report, v, "outputs", "quat", &q_out));
-    MF_TRY_GOTO(compare(report, v, "outputs", "trans", &t_out));
-    MF_TRY_GOTO(compare(report, v, "outputs", "rot", &r_out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "s", &ds));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "quat", &dq));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "trans", &dt));
-    MF_TRY_GOTO(compare(report, v, "grads_weights", "affine_update||weights", &dp.weights));
-    MF_TRY_GOTO(compare(report, v, "grads_weights", "affine_update||bias", &dp.bias));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "quat", &q_out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "trans", &t_out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "rot", &r_out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "s", &ds));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "quat", &dq));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "trans", &dt));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_weights", "affine_update||weights",
+                                         &dp.weights));
+    MF_TRY_GOTO(
+        mf_verify_compare_tensor(report, v, "grads_weights", "affine_update||bias", &dp.bias));
 cleanup:
     mf_arena_release(a, mark);
     return st;
@@ -94,7 +70,7 @@ cleanup:
 mf_status mf_verify_structure_module_transition(mf_ctx *ctx, const mf_module_vectors *v,
                                                 mf_verify_report *report)
 {
-    MF_TRY(require_cpu(ctx, "structure_module_transition"));
+    MF_TRY(mf_verify_require_cpu(ctx, "structure_module_transition"));
     /* Official names relative to fold_iteration/, in the field order of mf_sm_transition_params. */
     static const char *const names[8] = {
         "transition||weights",          "transition||bias",
@@ -109,9 +85,10 @@ mf_status mf_verify_structure_module_transition(mf_ctx *ctx, const mf_module_vec
                         &dp.transition_1_bias,  &dp.transition_2_weights, &dp.transition_2_bias,
                         &dp.layer_norm_scale,   &dp.layer_norm_offset};
     mf_tensor s, gs;
-    MF_TRY(vec_tensor(v, &v->inputs, "inputs", "s", &s));
-    MF_TRY(vec_tensor(v, &v->grad_outputs, "grad_outputs", "s_out", &gs));
-    for (int k = 0; k < 8; k++) MF_TRY(vec_tensor(v, &v->weights, "weights", names[k], pf[k]));
+    MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", "s", &s));
+    MF_TRY(mf_verify_vector_tensor(v, &v->grad_outputs, "grad_outputs", "s_out", &gs));
+    for (int k = 0; k < 8; k++)
+        MF_TRY(mf_verify_vector_tensor(v, &v->weights, "weights", names[k], pf[k]));
     mf_arena *a = ctx->arena;
     mf_arena_mark_t mark = mf_arena_mark(a);
     mf_status st = MF_OK;
@@ -122,9 +99,10 @@ mf_status mf_verify_structure_module_transition(mf_ctx *ctx, const mf_module_vec
     for (int k = 0; k < 8; k++) MF_TRY_GOTO(zeros_like(ctx, df[k], pf[k], "verify.dweight"));
     MF_TRY_GOTO(mf_sm_transition_forward(ctx, &s_out, &saved, &s, &p));
     MF_TRY_GOTO(mf_sm_transition_backward(ctx, &ds, &dp, &gs, &saved, &s, &p));
-    MF_TRY_GOTO(compare(report, v, "outputs", "s_out", &s_out));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "s", &ds));
-    for (int k = 0; k < 8; k++) MF_TRY_GOTO(compare(report, v, "grads_weights", names[k], df[k]));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "outputs", "s_out", &s_out));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "s", &ds));
+    for (int k = 0; k < 8; k++)
+        MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_weights", names[k], df[k]));
 cleanup:
     mf_arena_release(a, mark);
     return st;
@@ -164,14 +142,15 @@ static mf_status fape_options_from_file(const mf_module_vectors *v, mf_fape_opti
 
 mf_status mf_verify_fape(mf_ctx *ctx, const mf_module_vectors *v, mf_verify_report *report)
 {
-    MF_TRY(require_cpu(ctx, "fape"));
+    MF_TRY(mf_verify_require_cpu(ctx, "fape"));
     mf_fape_options opt;
     MF_TRY(fape_options_from_file(v, &opt));
     static const char *const in_names[8] = {"pred_rot",     "pred_trans",    "target_rot",
                                             "target_trans", "pred_pos",      "target_pos",
                                             "frames_mask",  "positions_mask"};
     mf_tensor in[8];
-    for (int k = 0; k < 8; k++) MF_TRY(vec_tensor(v, &v->inputs, "inputs", in_names[k], &in[k]));
+    for (int k = 0; k < 8; k++)
+        MF_TRY(mf_verify_vector_tensor(v, &v->inputs, "inputs", in_names[k], &in[k]));
     const mf_h5_array *gl;
     MF_TRY(mf_array_set_get(v, &v->grad_outputs, "grad_outputs", "loss", -1, NULL, &gl));
     if (gl->dtype != MF_F32 || mf_h5_array_numel(gl) != 1)
@@ -190,9 +169,9 @@ mf_status mf_verify_fape(mf_ctx *ctx, const mf_module_vectors *v, mf_verify_repo
     MF_TRY_GOTO(mf_fape_backward(ctx, &dr, &dt, &dx, dloss, &in[0], &in[1], &in[2], &in[3], &in[4],
                                  &in[5], &in[6], &in[7], &opt));
     MF_TRY_GOTO(mf_verify_compare(report, v, "outputs", "loss", &loss, 1));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "pred_rot", &dr));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "pred_trans", &dt));
-    MF_TRY_GOTO(compare(report, v, "grads_inputs", "pred_pos", &dx));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "pred_rot", &dr));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "pred_trans", &dt));
+    MF_TRY_GOTO(mf_verify_compare_tensor(report, v, "grads_inputs", "pred_pos", &dx));
 cleanup:
     mf_arena_release(a, mark);
     return st;
