@@ -66,6 +66,11 @@ mf_cpu_gemm_desc mf_cpu_gemm_contiguous(int64_t batch, int64_t batch_a, int64_t 
 mf_status mf_cpu_gemm(mf_ctx *ctx, const mf_cpu_gemm_desc *d, float *c, const float *a,
                       const float *b, const float *bias);
 
+/* The arena bytes mf_cpu_gemm(ctx, d, ..., bias ? non-NULL : NULL) takes while it runs under
+ * ctx->policy (bf16 input copies and oneDNN's scratchpad, each rounded as the arena rounds), for
+ * the memory model (memopt/memplan.h). Creates (and caches) the primitive, computes nothing. */
+mf_status mf_cpu_gemm_workspace(mf_ctx *ctx, const mf_cpu_gemm_desc *d, bool bias, size_t *bytes);
+
 /* Primitive cache counters since the state was created: a hit reuses a primitive, a miss
  * creates one. */
 void mf_dnnl_cache_stats(const struct mf_dnnl_state *s, long *hits, long *misses);

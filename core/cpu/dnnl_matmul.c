@@ -200,17 +200,47 @@ static void convert_row_bf16(mf_bf16 *restrict dst, const float *restrict src, i
 /* Converts one operand to bf16 into a dense copy that keeps the orientation of its unit-stride
  * dim (a transposed operand stays transposed, so the copy reads memory in order), and rewrites
  * the layout to describe the copy. */
-static mf_status pack_bf16(mf_ctx *ctx, mf_layout *l, const float *src, mf_bf16 **out)
+/* The dense copy's geometry: which dims are outer and inner, and its rows x inner elements. */
+typedef struct {
+    int d_outer, d_inner;
+    int64_t outer, inner, rows;
+} mf_pack_geometry;
+
+static mf_pack_geometry pack_geometry(const mf_layout *l)
 {
     int nd = l->nd, nb = nd - 2;
     bool row_major =
         l->str[nd - 1] == 1 || (l->str[nd - 2] != 1 && l->str[nd - 1] <= l->str[nd - 2]);
-    int d_outer = row_major ? nd - 2 : nd - 1, d_inner = row_major ? nd - 1 : nd - 2;
-    int64_t outer = l->dims[d_outer], inner = l->dims[d_inner];
-    int64_t s_outer = l->str[d_outer], s_inner = l->str[d_inner];
+    mf_pack_geometry g;
+    g.d_outer = row_major ? nd - 2 : nd - 1;
+    g.d_inner = row_major ? nd - 1 : nd - 2;
+    g.outer = l->dims[g.d_outer];
+    g.inner = l->dims[g.d_inner];
     int64_t nmat = 1;
     for (int d = 0; d < nb; d++) nmat *= l->dims[d];
-    int64_t rows = nmat * outer;
+    g.rows = nmat * g.outer;
+    return g;
+}
+
+/* Rewrites l to describe the dense copy. */
+static void pack_layout(mf_layout *l, const mf_pack_geometry *g)
+{
+    l->str[g->d_inner] = 1;
+    l->str[g->d_outer] = g->inner;
+    int64_t stride = g->outer * g->inner;
+    for (int d = l->nd - 3; d >= 0; d--) {
+        l->str[d] = stride;
+        stride *= l->dims[d];
+    }
+}
+
+static mf_status pack_bf16(mf_ctx *ctx, mf_layout *l, const float *src, mf_bf16 **out)
+{
+    int nd = l->nd, nb = nd - 2;
+    const mf_pack_geometry g = pack_geometry(l);
+    int d_outer = g.d_outer, d_inner = g.d_inner;
+    int64_t outer = g.outer, inner = g.inner, rows = g.rows;
+    int64_t s_outer = l->str[d_outer], s_inner = l->str[d_inner];
     void *p;
     MF_TRY(mf_arena_alloc(ctx->arena, (size_t)(rows * inner) * sizeof(mf_bf16),
                           "matmul bf16 inputs", &p));
@@ -232,13 +262,7 @@ static mf_status pack_bf16(mf_ctx *ctx, mf_layout *l, const float *src, mf_bf16 
         else
             for (int64_t j = 0; j < inner; j++) t[j] = mf_f32_to_bf16(s[j * s_inner]);
     }
-    l->str[d_inner] = 1;
-    l->str[d_outer] = inner;
-    int64_t stride = outer * inner;
-    for (int d = nb - 1; d >= 0; d--) {
-        l->str[d] = stride;
-        stride *= l->dims[d];
-    }
+    pack_layout(l, &g);
     *out = dst;
     return MF_OK;
 }
@@ -416,11 +440,9 @@ static void gemm_k0(const mf_cpu_gemm_desc *d, int64_t nmat, float *c, const flo
     }
 }
 
-mf_status mf_cpu_gemm(mf_ctx *ctx, const mf_cpu_gemm_desc *d, float *c, const float *a,
-                      const float *b, const float *bias)
+static mf_status gemm_check(const mf_ctx *ctx, const mf_cpu_gemm_desc *d, int64_t *nmat)
 {
-    struct mf_dnnl_state *s = ctx->dnnl;
-    MF_REQUIRE(s, "mf_cpu_gemm: the context has no oneDNN state (not a CPU context?)");
+    MF_REQUIRE(ctx->dnnl, "mf_cpu_gemm: the context has no oneDNN state (not a CPU context?)");
     MF_REQUIRE(d->nbatch >= 0 && d->nbatch <= MF_CPU_GEMM_MAX_BATCH,
                "mf_cpu_gemm: %d batch dims (at most %d)", d->nbatch, MF_CPU_GEMM_MAX_BATCH);
     MF_REQUIRE(d->M >= 0 && d->N >= 0 && d->K >= 0,
@@ -429,12 +451,106 @@ mf_status mf_cpu_gemm(mf_ctx *ctx, const mf_cpu_gemm_desc *d, float *c, const fl
     MF_REQUIRE(ctx->policy.compute == MF_F32 || ctx->policy.compute == MF_BF16,
                "mf_cpu_gemm: compute precision %s (f32 or bf16 expected)",
                mf_dtype_name(ctx->policy.compute));
-    int64_t nmat = 1;
+    *nmat = 1;
     for (int i = 0; i < d->nbatch; i++) {
         MF_REQUIRE(d->batch[i] >= 0, "mf_cpu_gemm: negative batch extent %lld",
                    (long long)d->batch[i]);
-        nmat *= d->batch[i];
+        *nmat *= d->batch[i];
     }
+    return MF_OK;
+}
+
+/* A batch dim over which both a and b are shared (oneDNN broadcasts one operand only), or -1. */
+static int shared_batch_dim(const mf_cpu_gemm_desc *d)
+{
+    for (int i = 0; i < d->nbatch; i++)
+        if (d->batch[i] != 1 && d->a_sb[i] == 0 && d->b_sb[i] == 0) return i;
+    return -1;
+}
+
+/* The operands' layouts with batch dims normalised. */
+static void gemm_layouts(const mf_cpu_gemm_desc *d, mf_layout *la, mf_layout *lb, mf_layout *lc)
+{
+    la->nd = lb->nd = lc->nd = d->nbatch + 2;
+    int nb = d->nbatch;
+    int64_t batch[MF_CPU_GEMM_MAX_BATCH + 1];
+    for (int i = 0; i < nb; i++) {
+        batch[i] = d->batch[i];
+        la->dims[i] = d->a_sb[i] == 0 ? 1 : d->batch[i];
+        la->str[i] = d->a_sb[i];
+        lb->dims[i] = d->b_sb[i] == 0 ? 1 : d->batch[i];
+        lb->str[i] = d->b_sb[i];
+        lc->dims[i] = d->batch[i];
+        lc->str[i] = d->c_sb[i];
+    }
+    la->dims[nb] = d->M, la->dims[nb + 1] = d->K, la->str[nb] = d->a_sm, la->str[nb + 1] = d->a_sk;
+    lb->dims[nb] = d->K, lb->dims[nb + 1] = d->N, lb->str[nb] = d->b_sk, lb->str[nb + 1] = d->b_sn;
+    lc->dims[nb] = d->M, lc->dims[nb + 1] = d->N, lc->str[nb] = d->c_sm, lc->str[nb + 1] = d->c_sn;
+    mf_layout *ops[3] = {la, lb, lc};
+    normalise_batch(ops, &nb, batch);
+}
+
+static void gemm_key(mf_dnnl_key *k, const mf_cpu_gemm_desc *d, bool bf16, bool bias, mf_layout *la,
+                     mf_layout *lb, mf_layout *lc)
+{
+    mf_layout *ops[3] = {la, lb, lc};
+    for (int o = 0; o < 3; o++) layout_fix_unit_strides(ops[o]);
+    memset(k, 0, sizeof *k);
+    k->ndims = la->nd;
+    k->dtype = bf16 ? dnnl_bf16 : dnnl_f32;
+    k->bias = bias;
+    k->has_sum = d->beta != 0.0f;
+    k->alpha = d->alpha;
+    k->beta = k->has_sum ? d->beta : 0.0f;
+    for (int i = 0; i < la->nd; i++) {
+        k->a_dims[i] = la->dims[i], k->a_str[i] = la->str[i];
+        k->b_dims[i] = lb->dims[i], k->b_str[i] = lb->str[i];
+        k->c_dims[i] = lc->dims[i], k->c_str[i] = lc->str[i];
+    }
+}
+
+static size_t arena_round(size_t bytes)
+{
+    return (bytes + MF_ARENA_ALIGN - 1) / MF_ARENA_ALIGN * MF_ARENA_ALIGN;
+}
+
+mf_status mf_cpu_gemm_workspace(mf_ctx *ctx, const mf_cpu_gemm_desc *d, bool bias, size_t *bytes)
+{
+    *bytes = 0;
+    int64_t nmat = 1;
+    MF_TRY(gemm_check(ctx, d, &nmat));
+    if (nmat == 0 || d->M == 0 || d->N == 0 || d->K == 0) return MF_OK;
+    int sd = shared_batch_dim(d);
+    if (sd >= 0) {
+        mf_cpu_gemm_desc one = *d;
+        one.batch[sd] = 1;
+        return mf_cpu_gemm_workspace(ctx, &one, bias, bytes);
+    }
+    mf_layout la, lb, lc;
+    gemm_layouts(d, &la, &lb, &lc);
+    const bool bf16 = ctx->policy.compute == MF_BF16;
+    size_t total = 0;
+    if (bf16) {
+        mf_pack_geometry ga = pack_geometry(&la), gb = pack_geometry(&lb);
+        total += arena_round((size_t)(ga.rows * ga.inner) * sizeof(mf_bf16));
+        total += arena_round((size_t)(gb.rows * gb.inner) * sizeof(mf_bf16));
+        pack_layout(&la, &ga);
+        pack_layout(&lb, &gb);
+    }
+    mf_dnnl_key k;
+    gemm_key(&k, d, bf16, bias, &la, &lb, &lc);
+    mf_dnnl_entry *e;
+    MF_TRY(cache_get(ctx->dnnl, &k, &e));
+    *bytes = total + arena_round(e->scratch_bytes);
+    return MF_OK;
+}
+
+mf_status mf_cpu_gemm(mf_ctx *ctx, const mf_cpu_gemm_desc *d, float *c, const float *a,
+                      const float *b, const float *bias)
+{
+    struct mf_dnnl_state *s = ctx->dnnl;
+    int64_t nmat = 1;
+    MF_TRY(gemm_check(ctx, d, &nmat));
     if (nmat == 0 || d->M == 0 || d->N == 0) return MF_OK;
     MF_REQUIRE(c, "mf_cpu_gemm: c is NULL");
     if (d->K == 0) {
@@ -444,33 +560,16 @@ mf_status mf_cpu_gemm(mf_ctx *ctx, const mf_cpu_gemm_desc *d, float *c, const fl
     MF_REQUIRE(a && b, "mf_cpu_gemm: a or b is NULL");
     /* oneDNN broadcasts a batch dim of one operand only: when both a and b are shared over a
      * batch dim, run the product once per index of that dim. */
-    for (int i = 0; i < d->nbatch; i++) {
-        if (d->batch[i] == 1 || d->a_sb[i] != 0 || d->b_sb[i] != 0) continue;
+    int sd = shared_batch_dim(d);
+    if (sd >= 0) {
         mf_cpu_gemm_desc one = *d;
-        one.batch[i] = 1;
-        for (int64_t j = 0; j < d->batch[i]; j++)
-            MF_TRY(mf_cpu_gemm(ctx, &one, c + j * d->c_sb[i], a, b, bias));
+        one.batch[sd] = 1;
+        for (int64_t j = 0; j < d->batch[sd]; j++)
+            MF_TRY(mf_cpu_gemm(ctx, &one, c + j * d->c_sb[sd], a, b, bias));
         return MF_OK;
     }
-
     mf_layout la, lb, lc;
-    la.nd = lb.nd = lc.nd = d->nbatch + 2;
-    int nb = d->nbatch;
-    int64_t batch[MF_CPU_GEMM_MAX_BATCH + 1];
-    for (int i = 0; i < nb; i++) {
-        batch[i] = d->batch[i];
-        la.dims[i] = d->a_sb[i] == 0 ? 1 : d->batch[i];
-        la.str[i] = d->a_sb[i];
-        lb.dims[i] = d->b_sb[i] == 0 ? 1 : d->batch[i];
-        lb.str[i] = d->b_sb[i];
-        lc.dims[i] = d->batch[i];
-        lc.str[i] = d->c_sb[i];
-    }
-    la.dims[nb] = d->M, la.dims[nb + 1] = d->K, la.str[nb] = d->a_sm, la.str[nb + 1] = d->a_sk;
-    lb.dims[nb] = d->K, lb.dims[nb + 1] = d->N, lb.str[nb] = d->b_sk, lb.str[nb + 1] = d->b_sn;
-    lc.dims[nb] = d->M, lc.dims[nb + 1] = d->N, lc.str[nb] = d->c_sm, lc.str[nb + 1] = d->c_sn;
-    mf_layout *ops[3] = {&la, &lb, &lc};
-    normalise_batch(ops, &nb, batch);
+    gemm_layouts(d, &la, &lb, &lc);
 
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_status st = MF_OK;
@@ -483,21 +582,8 @@ mf_status mf_cpu_gemm(mf_ctx *ctx, const mf_cpu_gemm_desc *d, float *c, const fl
         pa = qa;
         pb = qb;
     }
-    for (int o = 0; o < 3; o++) layout_fix_unit_strides(ops[o]);
-
     mf_dnnl_key k;
-    memset(&k, 0, sizeof k);
-    k.ndims = la.nd;
-    k.dtype = bf16 ? dnnl_bf16 : dnnl_f32;
-    k.bias = bias != NULL;
-    k.has_sum = d->beta != 0.0f;
-    k.alpha = d->alpha;
-    k.beta = k.has_sum ? d->beta : 0.0f;
-    for (int i = 0; i < la.nd; i++) {
-        k.a_dims[i] = la.dims[i], k.a_str[i] = la.str[i];
-        k.b_dims[i] = lb.dims[i], k.b_str[i] = lb.str[i];
-        k.c_dims[i] = lc.dims[i], k.c_str[i] = lc.str[i];
-    }
+    gemm_key(&k, d, bf16, bias != NULL, &la, &lb, &lc);
     mf_dnnl_entry *e;
     MF_TRY_GOTO(cache_get(s, &k, &e));
     memcpy(s->last_impl, e->impl, sizeof s->last_impl);

@@ -1,0 +1,98 @@
+/* The memory model: peak arena bytes of a computation, predicted without running it.
+ *
+ * Every activation, workspace, parameter, gradient and optimizer moment of memfold lives in an
+ * arena (arena.h), a stack with an exact high-water mark. The model replays a computation's
+ * allocation sequence as sizes on a simulated arena (mf_memsim): each module has a plan function
+ * next to its code (the module's header declares it, e.g. mf_transition_plan_forward) that makes
+ * the same allocations and releases its forward or backward makes, with sizes computed from the
+ * dims, sequence lengths and the memory policy, and calls the plans of the ops it runs (the ops
+ * that take arena workspace: matrix products, attention; declared below). Nothing is computed and
+ * nothing is allocated, so the model answers for 5,000 residues in microseconds, and the predicted
+ * peak of a composed computation is the peak of the composed replay.
+ *
+ * Matrix-product workspaces (bf16 input copies, oneDNN's scratchpad) come from the same code
+ * path as the product itself (mf_cpu_gemm_workspace) when the simulator is given a CPU context;
+ * without one they are counted as zero. On CUDA the products' workspace is the bf16 operand
+ * copies, and cuBLAS's fixed workspace is outside the arena (mf_memplan_fixed_device_bytes).
+ *
+ * Categories (mf_mem_kind) attribute every simulated byte, so a plan prints a breakdown at its
+ * peak: parameters, gradients, optimizer state, inputs, live activations, saved activations (and
+ * checkpoints), transient workspaces. */
+#ifndef MF_MEMOPT_MEMPLAN_H
+#define MF_MEMOPT_MEMPLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/context.h"
+
+typedef enum {
+    MF_MEM_PARAMS = 0, /* model parameters */
+    MF_MEM_GRADS,      /* parameter gradients */
+    MF_MEM_OPTIMIZER,  /* Adam moments, EMA copy */
+    MF_MEM_INPUTS,     /* features of the batch */
+    MF_MEM_ACTS,       /* activations live across modules: streams, outputs, gradients of them */
+    MF_MEM_SAVED,      /* saved activations and checkpoints kept for the backward */
+    MF_MEM_WORK,       /* transients inside one module or op */
+    MF_MEM_NKINDS
+} mf_mem_kind;
+
+const char *mf_mem_kind_name(mf_mem_kind k);
+
+typedef struct mf_memsim {
+    mf_policy policy; /* the policy the replayed code runs under (plans may change it locally) */
+    mf_device device;
+    mf_ctx query; /* a copy of the caller's CPU context for workspace queries (dnnl NULL: none) */
+    size_t cur, peak;                   /* simulated offset and high-water mark, bytes */
+    size_t kind[MF_MEM_NKINDS];         /* live bytes by category */
+    size_t kind_at_peak[MF_MEM_NKINDS]; /* live bytes by category at the high-water mark */
+    long long nallocs;
+    mf_status status; /* the first failed workspace query (the plan goes on counting it as 0) */
+} mf_memsim;
+
+typedef struct {
+    size_t cur;
+    size_t kind[MF_MEM_NKINDS];
+} mf_memsim_mark_t;
+
+/* ctx: a CPU context whose oneDNN state answers matrix-product workspace queries, or NULL. The
+ * policy and device are those the plan is for (not ctx's). */
+void mf_memsim_init(mf_memsim *s, const mf_ctx *ctx, mf_device device, const mf_policy *policy);
+/* Bytes an arena takes for `bytes` (rounded up to MF_ARENA_ALIGN). */
+size_t mf_mem_round(size_t bytes);
+size_t mf_mem_tensor_bytes(mf_dtype dt, int64_t numel);
+void mf_memsim_alloc(mf_memsim *s, mf_mem_kind kind, size_t bytes);
+void mf_memsim_tensor(mf_memsim *s, mf_mem_kind kind, mf_dtype dt, int64_t numel);
+mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s);
+void mf_memsim_release(mf_memsim *s, mf_memsim_mark_t m);
+/* A workspace taken and given back at once: raises the peak only. */
+void mf_memsim_transient(mf_memsim *s, size_t bytes);
+/* Peak above the mark m since it was taken is not tracked by the sim; plans that need a local
+ * peak reset it with this and restore with mf_memsim_end_local (nesting allowed). */
+size_t mf_memsim_begin_local(mf_memsim *s);
+size_t mf_memsim_end_local(mf_memsim *s, size_t saved_peak);
+
+/* ---- op plans (core/ops_memplan.c): the arena workspace each op takes while it runs ---------- */
+
+/* mf_cpu_gemm of a contiguous product (mf_cpu_gemm_contiguous's arguments); beta != 0 adds. */
+void mf_plan_gemm(mf_memsim *s, int64_t batch, int64_t batch_a, int64_t batch_b, int64_t M,
+                  int64_t N, int64_t K, bool trans_a, bool trans_b, bool beta, bool bias);
+/* mf_linear_forward: x [rows, in] @ w [in, out] (+ b). */
+void mf_plan_linear_forward(mf_memsim *s, int64_t rows, int64_t in, int64_t out, bool bias,
+                            bool accumulate);
+/* mf_linear_backward with the gradients asked for. */
+void mf_plan_linear_backward(mf_memsim *s, int64_t rows, int64_t in, int64_t out, bool dx, bool dw,
+                             bool db);
+/* mf_matmul / mf_matmul_backward (c [batch, M, N] = op(a) @ op(b), a batch_a and b batch_b of
+ * batch, op = transpose when trans). */
+void mf_plan_matmul(mf_memsim *s, int64_t batch, int64_t batch_a, int64_t batch_b, int64_t M,
+                    int64_t N, int64_t K, bool trans_a, bool trans_b, bool accumulate);
+void mf_plan_matmul_backward(mf_memsim *s, int64_t batch, int64_t batch_a, int64_t batch_b,
+                             int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, bool da,
+                             bool db);
+
+/* Device bytes outside any arena that a context holds (cuBLAS's workspace on CUDA; 0 on CPU). */
+size_t mf_memplan_fixed_device_bytes(mf_device device);
+
+#endif
