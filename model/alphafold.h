@@ -103,6 +103,8 @@ typedef struct {
 /* Every parameter the configuration needs: full AF2 name and shape, stacked modules with their
  * block axis (the expected list of mf_param_store_check). */
 mf_status mf_alphafold_expected_params(const mf_config *cfg, mf_param_expect_list *out);
+/* m's configuration and dims from cfg, with no parameters bound (the memory model's input). */
+mf_status mf_alphafold_model_dims(mf_alphafold_model *m, const mf_config *cfg);
 
 /* The model's configuration for a parameter store: config_name NULL infers it from the shapes
  * (mf_param_store_infer_config: af2-initial for what the shapes do not record); otherwise the

@@ -69,7 +69,7 @@ static mf_param_spec *last_specs(module_list *l)
     return l->e[l->count - 1].specs;
 }
 
-static mf_status model_dims(mf_alphafold_model *m, const mf_config *cfg)
+mf_status mf_alphafold_model_dims(mf_alphafold_model *m, const mf_config *cfg)
 {
     memset(m, 0, sizeof *m);
     MF_TRY(mf_config_validate(cfg, "model configuration"));
@@ -180,7 +180,7 @@ static mf_param_spec stacked_spec(const mf_param_spec *s, int64_t num_blocks)
 static mf_status prepare(mf_alphafold_model *m, const mf_config *cfg, module_list **out)
 {
     *out = NULL;
-    MF_TRY(model_dims(m, cfg));
+    MF_TRY(mf_alphafold_model_dims(m, cfg));
     module_list *l = malloc(sizeof *l);
     if (!l) return MF_ERROR(MF_ERR_NOMEM, "alphafold: module list");
     mf_status st = collect(m, l);
