@@ -51,9 +51,46 @@ static mf_status parse_positive(const char *key, const char *v, long long *out)
     return MF_OK;
 }
 
+static const char *const chunk_op_names[MF_CHUNK_NUM_OPS] = {
+    "msa_row_attention",
+    "msa_column_attention",
+    "msa_column_global_attention",
+    "msa_transition",
+    "outer_product_mean",
+    "triangle_multiplication",
+    "triangle_attention_starting_node",
+    "triangle_attention_ending_node",
+    "pair_transition",
+};
+
+const char *mf_chunk_op_name(mf_chunk_op op)
+{
+    return (int)op >= 0 && op < MF_CHUNK_NUM_OPS ? chunk_op_names[op] : "?";
+}
+
+int64_t mf_policy_op_chunk(const mf_policy *p, mf_chunk_op op)
+{
+    const int64_t c = (int)op >= 0 && op < MF_CHUNK_NUM_OPS ? p->op_chunk[op] : 0;
+    return c > 0 ? c : c < 0 ? 0 : p->chunk_size;
+}
+
 mf_status mf_policy_set(mf_policy *p, const char *key, const char *v)
 {
-    long long n;
+    long long n = 0;
+    if (!strncmp(key, "chunk.", 6)) {
+        for (int op = 0; op < MF_CHUNK_NUM_OPS; op++) {
+            if (strcmp(key + 6, chunk_op_names[op])) continue;
+            if (!strcmp(v, "off")) {
+                p->op_chunk[op] = -1;
+                return MF_OK;
+            }
+            MF_TRY(parse_positive(key, v, &n));
+            p->op_chunk[op] = n;
+            return MF_OK;
+        }
+        return MF_ERROR(MF_ERR_INVALID, "unknown policy key '%s' (chunk.<module>: %s, %s, ...)",
+                        key, chunk_op_names[0], chunk_op_names[1]);
+    }
     if (!strcmp(key, "chunk")) {
         if (!strcmp(v, "off") || !strcmp(v, "0")) {
             p->chunk_size = 0;
@@ -101,8 +138,17 @@ const char *mf_policy_describe(const mf_policy *p, char *buf, int cap)
         snprintf(rec, sizeof rec, "block");
     else
         snprintf(rec, sizeof rec, "every:%d", p->recompute_every);
-    snprintf(buf, (size_t)cap, "chunk=%s recompute=%s storage=%s compute=%s offload=%s inplace=%s",
-             chunk, rec, mf_dtype_name(p->storage), mf_dtype_name(p->compute),
-             p->offload ? "on" : "off", p->inplace ? "on" : "off");
+    int len = snprintf(buf, (size_t)cap,
+                       "chunk=%s recompute=%s storage=%s compute=%s offload=%s inplace=%s", chunk,
+                       rec, mf_dtype_name(p->storage), mf_dtype_name(p->compute),
+                       p->offload ? "on" : "off", p->inplace ? "on" : "off");
+    for (int op = 0; op < MF_CHUNK_NUM_OPS && len >= 0 && len < cap; op++) {
+        if (!p->op_chunk[op]) continue;
+        if (p->op_chunk[op] < 0)
+            len += snprintf(buf + len, (size_t)(cap - len), " chunk.%s=off", chunk_op_names[op]);
+        else
+            len += snprintf(buf + len, (size_t)(cap - len), " chunk.%s=%lld", chunk_op_names[op],
+                            (long long)p->op_chunk[op]);
+    }
     return buf;
 }

@@ -44,9 +44,28 @@ int main(void)
     MF_TEST_TRUE(!strcmp(buf, "chunk=64 recompute=every:3 storage=bf16 compute=f32 offload=on "
                               "inplace=off"),
                  "describe gave '%s'", buf);
-    const char *bad[][2] = {
-        {"chunk", "-4"},      {"chunk", "12x"}, {"recompute", "sometimes"}, {"storage", "fp16"},
-        {"offload", "maybe"}, {"chunks", "4"},  {"recompute", "every:0"}};
+    /* per-module chunk sizes override chunk_size; "off" turns chunking off for that module */
+    MF_TEST_OK(mf_policy_set(&p, "chunk.triangle_multiplication", "16"));
+    MF_TEST_OK(mf_policy_set(&p, "chunk.pair_transition", "off"));
+    MF_TEST_TRUE(mf_policy_op_chunk(&p, MF_CHUNK_TRIANGLE_MULTIPLICATION) == 16 &&
+                     mf_policy_op_chunk(&p, MF_CHUNK_PAIR_TRANSITION) == 0 &&
+                     mf_policy_op_chunk(&p, MF_CHUNK_MSA_ROW_ATTENTION) == 64,
+                 "per-module chunk sizes: %lld %lld %lld",
+                 (long long)mf_policy_op_chunk(&p, MF_CHUNK_TRIANGLE_MULTIPLICATION),
+                 (long long)mf_policy_op_chunk(&p, MF_CHUNK_PAIR_TRANSITION),
+                 (long long)mf_policy_op_chunk(&p, MF_CHUNK_MSA_ROW_ATTENTION));
+    mf_policy_describe(&p, buf, sizeof buf);
+    MF_TEST_TRUE(strstr(buf, " chunk.triangle_multiplication=16 chunk.pair_transition=off"),
+                 "describe gave '%s'", buf);
+    const char *bad[][2] = {{"chunk", "-4"},
+                            {"chunk", "12x"},
+                            {"recompute", "sometimes"},
+                            {"storage", "fp16"},
+                            {"offload", "maybe"},
+                            {"chunks", "4"},
+                            {"recompute", "every:0"},
+                            {"chunk.triangle_multiplication", "0"},
+                            {"chunk.nonsense", "4"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         st = mf_policy_set(&p, bad[i][0], bad[i][1]);
         MF_TEST_TRUE(st == MF_ERR_INVALID, "policy %s=%s accepted", bad[i][0], bad[i][1]);
