@@ -103,3 +103,11 @@ cleanup:
     mf_arena_release(ctx->arena, mark);
     return st;
 }
+
+void mf_dropout_plan_forward(mf_memsim *s, int64_t a0, int64_t a1, int64_t c, double rate,
+                             mf_dropout_orientation orientation, const mf_dropout_key *key)
+{
+    if (!mf_dropout_active(key, rate)) return;
+    const int64_t A = orientation == MF_DROPOUT_ROWWISE ? a1 : a0;
+    mf_memsim_transient(s, mf_mem_tensor_bytes(MF_F32, A * c));
+}

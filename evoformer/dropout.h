@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 
 typedef enum {
     MF_DROPOUT_ROWWISE = 0,    /* mask shared along axis 0 (AF2 per_row) */
@@ -86,5 +87,10 @@ mf_status mf_dropout_apply(mf_ctx *ctx, mf_tensor *x, const mf_tensor *mask,
 mf_status mf_dropout_forward(mf_ctx *ctx, mf_tensor *x, double rate,
                              mf_dropout_orientation orientation, const mf_dropout_key *key,
                              uint32_t module);
+
+/* Memory model (memopt/memplan.h): mf_dropout_forward on an f32 x [a0, a1, c] takes its mask
+ * [a1 or a0, c] as arena scratch when the dropout is active. */
+void mf_dropout_plan_forward(mf_memsim *s, int64_t a0, int64_t a1, int64_t c, double rate,
+                             mf_dropout_orientation orientation, const mf_dropout_key *key);
 
 #endif

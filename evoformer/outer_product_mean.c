@@ -384,3 +384,117 @@ cleanup:
     mf_arena_release(a, start);
     return st;
 }
+
+/* ---- memory model: the allocations above, replayed on a simulated arena (memplan.h) ---------- */
+
+static int64_t plan_chunk(const mf_memsim *s, int64_t n)
+{
+    int64_t c = s->policy.chunk_size;
+    return c > 0 && c < n ? c : n;
+}
+
+/* expand_rows: its [C, R] scratch, taken and given back around elementwise ops */
+static void plan_expand_rows(mf_memsim *s, int64_t R, int64_t C)
+{
+    mf_memsim_transient(s, mf_mem_tensor_bytes(MF_F32, C * R));
+}
+
+static void plan_inverse_norm(mf_memsim *s, int64_t S, int64_t N)
+{
+    const int64_t NN = N * N;
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    const int64_t sizes[] = {2 * NN, 1, NN * 2, NN * 2, NN, 2, 2}; /* norm eps rows ln mean 1 0 */
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, sizes[i]);
+    mf_plan_matmul(s, 1, 1, 1, N, N, S, true, false, false);
+    mf_memsim_release(s, mark);
+}
+
+static void plan_project(mf_memsim *s, int64_t S, int64_t N, const mf_outer_product_mean_dims *d)
+{
+    const int64_t SN = S * N, Cm = d->c_m, Ch = d->c_hidden;
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN * Cm); /* ln */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN * Ch); /* mask expanded */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN * Ch); /* left projection */
+    plan_expand_rows(s, SN, Ch);
+    mf_plan_linear_forward(s, SN, Cm, Ch, true, false);
+    mf_plan_linear_forward(s, SN, Cm, Ch, true, false);
+    mf_memsim_release(s, mark);
+}
+
+void mf_outer_product_mean_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                        const mf_outer_product_mean_dims *d, bool saving,
+                                        bool accumulate)
+{
+    (void)accumulate; /* the update is added elementwise: no product takes it */
+    const int64_t S = n_seq, N = n_res, Ch = d->c_hidden, Cz = d->c_z, chunk = plan_chunk(s, N);
+    const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
+    const bool direct = saving && sdt == MF_F32;
+    if (saving) {
+        mf_memsim_tensor(s, MF_MEM_SAVED, sdt, N * S * Ch); /* left_t */
+        mf_memsim_tensor(s, MF_MEM_SAVED, sdt, S * N * Ch); /* right */
+    }
+    const mf_memsim_mark_t scratch = mf_memsim_mark(s);
+    if (!direct) {
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, N * S * Ch);
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, S * N * Ch);
+    }
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, N * N);        /* inv_norm */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Ch * Ch * Cz); /* output_w transposed */
+    plan_project(s, S, N, d);
+    plan_inverse_norm(s, S, N);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Ch * Ch); /* outer */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* y */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* inv_norm rows */
+    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+        const int64_t ci = i0 + chunk < N ? chunk : N - i0, rows = ci * N;
+        mf_plan_matmul(s, ci, 1, ci, N * Ch, Ch, S, true, false, false);
+        mf_plan_linear_forward(s, rows, Ch * Ch, Cz, true, false);
+        plan_expand_rows(s, rows, Cz);
+    }
+    mf_memsim_release(s, scratch);
+}
+
+void mf_outer_product_mean_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                         const mf_outer_product_mean_dims *d, bool dm, bool dparams)
+{
+    const int64_t S = n_seq, N = n_res, SN = S * N, Cm = d->c_m, Ch = d->c_hidden, Cz = d->c_z;
+    const int64_t chunk = plan_chunk(s, N);
+    const mf_memsim_mark_t start = mf_memsim_mark(s);
+    if (s->policy.storage == MF_BF16) { /* f32 copies of the saved projections */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, N * S * Ch);
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, S * N * Ch);
+    }
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, N * N);                     /* inv_norm */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Ch * Ch * Cz);              /* output_w^T */
+    if (dparams) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Ch * Ch * Cz); /* its gradient */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, N * S * Ch);                /* d left_t */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, S * N * Ch);                /* d right */
+    plan_inverse_norm(s, S, N);
+    const mf_memsim_mark_t loop = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Ch * Ch); /* outer */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Ch * Ch); /* d outer */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* dy */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* inv_norm rows */
+    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+        const int64_t ci = i0 + chunk < N ? chunk : N - i0, rows = ci * N;
+        mf_plan_matmul(s, ci, 1, ci, N * Ch, Ch, S, true, false, false);
+        plan_expand_rows(s, rows, Cz);
+        mf_plan_linear_backward(s, rows, Ch * Ch, Cz, true, dparams, dparams);
+        mf_plan_matmul_backward(s, ci, 1, ci, N * Ch, Ch, S, true, false, true, true);
+    }
+    mf_memsim_release(s, loop);
+    if (dm || dparams) {
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN * Cm); /* ln */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN);      /* mean */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN);      /* rstd */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN * Ch); /* mask expanded */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN * Ch); /* d left */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, SN * Cm); /* d ln */
+        plan_expand_rows(s, SN, Ch);
+        mf_plan_linear_backward(s, SN, Cm, Ch, true, dparams, dparams);
+        mf_plan_linear_backward(s, SN, Cm, Ch, true, dparams, dparams);
+    }
+    mf_memsim_release(s, start);
+}

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "model/params.h"
 
 #define MF_OUTER_PRODUCT_MEAN_LN_EPS 1e-5f
@@ -59,5 +60,16 @@ mf_status mf_outer_product_mean_backward(mf_ctx *ctx, mf_tensor *dm,
                                          const mf_tensor *m, const mf_tensor *msa_mask,
                                          const mf_outer_product_mean_params *p,
                                          const mf_outer_product_mean_dims *d);
+
+/* Memory model (memopt/memplan.h): the arena allocations of the forward/backward above on f32
+ * activations under s->policy, for m [n_seq, n_res, c_m]. Forward with saving leaves the saved
+ * projections allocated (MF_MEM_SAVED); the backward leaves the simulated arena as it found it.
+ * dm, dparams: whether dm and the parameter gradients (all of them) are asked for. */
+void mf_outer_product_mean_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                        const mf_outer_product_mean_dims *d, bool saving,
+                                        bool accumulate);
+void mf_outer_product_mean_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                         const mf_outer_product_mean_dims *d, bool dm,
+                                         bool dparams);
 
 #endif

@@ -187,3 +187,50 @@ cleanup:
     mf_arena_release(a, start);
     return st;
 }
+
+/* ---- memory model: the allocations above, replayed on a simulated arena (memplan.h) ---------- */
+
+static int64_t plan_chunk(const mf_memsim *s, int64_t n0)
+{
+    int64_t c = s->policy.chunk_size;
+    return c > 0 && c < n0 ? c : n0;
+}
+
+void mf_transition_plan_forward(mf_memsim *s, int64_t n0, int64_t per0, const mf_transition_dims *d,
+                                bool saving, bool accumulate)
+{
+    const int64_t C = d->c, H = d->c * d->factor, R = n0 * per0, chunk = plan_chunk(s, n0);
+    const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
+    const bool direct = saving && sdt == MF_F32;
+    if (saving) mf_memsim_tensor(s, MF_MEM_SAVED, sdt, R * H);
+    const mf_memsim_mark_t scratch = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * per0 * C);
+    if (!direct) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * per0 * H);
+    for (int64_t s0 = 0; s0 < n0; s0 += chunk) {
+        const int64_t rows = (s0 + chunk < n0 ? chunk : n0 - s0) * per0;
+        mf_plan_linear_forward(s, rows, C, H, true, false);
+        mf_plan_linear_forward(s, rows, H, C, true, accumulate);
+    }
+    mf_memsim_release(s, scratch);
+}
+
+void mf_transition_plan_backward(mf_memsim *s, int64_t n0, int64_t per0,
+                                 const mf_transition_dims *d, bool dx, bool dparams)
+{
+    (void)dx; /* the layer norm's input gradient takes no workspace */
+    const int64_t C = d->c, H = d->c * d->factor, chunk = plan_chunk(s, n0), cr = chunk * per0;
+    const mf_memsim_mark_t start = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * C); /* ln */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr);     /* mean */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr);     /* rstd */
+    if (s->policy.storage == MF_BF16) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * H);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * H); /* dhidden */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * H); /* dpre */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * C); /* dln */
+    for (int64_t s0 = 0; s0 < n0; s0 += chunk) {
+        const int64_t rows = (s0 + chunk < n0 ? chunk : n0 - s0) * per0;
+        mf_plan_linear_backward(s, rows, H, C, true, dparams, dparams);
+        mf_plan_linear_backward(s, rows, C, H, true, dparams, dparams);
+    }
+    mf_memsim_release(s, start);
+}

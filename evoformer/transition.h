@@ -17,6 +17,7 @@
 #include <stdbool.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "model/params.h"
 
 #define MF_TRANSITION_LN_EPS 1e-5f
@@ -53,5 +54,15 @@ mf_status mf_transition_backward(mf_ctx *ctx, mf_tensor *dx, mf_transition_param
                                  const mf_tensor *dout, const mf_transition_saved *saved,
                                  const mf_tensor *x, const mf_transition_params *p,
                                  const mf_transition_dims *d);
+
+/* Memory model (memopt/memplan.h): the arena allocations of mf_transition_forward/_backward on f32
+ * activations under s->policy, for x [n0, per0, c] (n0: the chunked leading dim, per0: the
+ * product of the dims between it and c; 1 for a 2-D x). Forward with saving leaves the saved
+ * hidden allocated (MF_MEM_SAVED); the backward leaves the simulated arena as it found it. dx,
+ * dparams: whether dx and the parameter gradients (all of them) are asked for. */
+void mf_transition_plan_forward(mf_memsim *s, int64_t n0, int64_t per0, const mf_transition_dims *d,
+                                bool saving, bool accumulate);
+void mf_transition_plan_backward(mf_memsim *s, int64_t n0, int64_t per0,
+                                 const mf_transition_dims *d, bool dx, bool dparams);
 
 #endif

@@ -448,3 +448,134 @@ cleanup:
     mf_arena_release(a, start);
     return st;
 }
+
+/* ---- memory model: the allocations above, replayed on a simulated arena (memplan.h) ---------- */
+
+static int64_t plan_chunk(const mf_memsim *s, int64_t n)
+{
+    int64_t c = s->policy.chunk_size;
+    return c > 0 && c < n ? c : n;
+}
+
+static void plan_project_side(mf_memsim *s, int64_t N, const mf_triangle_multiplication_dims *d)
+{
+    const int64_t Cz = d->c_z, Ch = d->c_hidden, chunk = plan_chunk(s, N), cr = chunk * N;
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz); /* ln */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch); /* projection */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch); /* gate */
+    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+        const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
+        mf_plan_linear_forward(s, rows, Cz, Ch, true, false);
+        mf_plan_linear_forward(s, rows, Cz, Ch, true, false);
+    }
+    mf_memsim_release(s, mark);
+}
+
+/* the per-channel product x_t [c, N, N] (outgoing a b^T, incoming b^T a) and its backward */
+static void plan_product(mf_memsim *s, int64_t N, const mf_triangle_multiplication_dims *d,
+                         bool backward)
+{
+    const int64_t Ch = d->c_hidden;
+    const bool ta = !d->outgoing, tb = d->outgoing;
+    if (backward)
+        mf_plan_matmul_backward(s, Ch, Ch, Ch, N, N, N, ta, tb, true, true);
+    else
+        mf_plan_matmul(s, Ch, Ch, Ch, N, N, N, ta, tb, false);
+}
+
+static void plan_output_stage(mf_memsim *s, int64_t N, const mf_triangle_multiplication_dims *d)
+{
+    const int64_t Cz = d->c_z, Ch = d->c_hidden, chunk = plan_chunk(s, N), cr = chunk * N;
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz); /* ln */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch); /* center ln */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz); /* y */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz); /* gate */
+    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+        const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
+        mf_plan_linear_forward(s, rows, Ch, Cz, true, false);
+        mf_plan_linear_forward(s, rows, Cz, Cz, true, false);
+    }
+    mf_memsim_release(s, mark);
+}
+
+void mf_triangle_multiplication_plan_forward(mf_memsim *s, int64_t n_res,
+                                             const mf_triangle_multiplication_dims *d, bool saving,
+                                             bool accumulate)
+{
+    (void)accumulate; /* added elementwise */
+    const int64_t N = n_res, NN = N * N, Ch = d->c_hidden;
+    const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
+    const bool direct = saving && sdt == MF_F32;
+    if (saving)
+        for (int k = 0; k < 3; k++) mf_memsim_tensor(s, MF_MEM_SAVED, sdt, Ch * NN); /* a_t b_t x */
+    const mf_memsim_mark_t scratch = mf_memsim_mark(s);
+    if (!direct) {
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Ch * NN); /* a_t */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Ch * NN); /* b_t */
+    }
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, NN * Ch); /* stage */
+    plan_project_side(s, N, d);
+    plan_project_side(s, N, d);
+    plan_product(s, N, d, false);
+    plan_output_stage(s, N, d);
+    mf_memsim_release(s, scratch);
+}
+
+static void plan_project_side_backward(mf_memsim *s, int64_t rows,
+                                       const mf_triangle_multiplication_dims *d, bool dparams)
+{
+    const int64_t Cz = d->c_z, Ch = d->c_hidden;
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    /* projection, gate, sigmoid, d projection, d sigmoid, d gate */
+    for (int k = 0; k < 6; k++) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, rows * Ch);
+    mf_plan_linear_forward(s, rows, Cz, Ch, true, false);
+    mf_plan_linear_forward(s, rows, Cz, Ch, true, false);
+    mf_plan_linear_backward(s, rows, Cz, Ch, true, dparams, dparams);
+    mf_plan_linear_backward(s, rows, Cz, Ch, true, dparams, dparams);
+    mf_memsim_release(s, mark);
+}
+
+void mf_triangle_multiplication_plan_backward(mf_memsim *s, int64_t n_res,
+                                              const mf_triangle_multiplication_dims *d, bool dz,
+                                              bool dparams)
+{
+    (void)dz; /* the layer norm's input gradient takes no workspace */
+    const int64_t N = n_res, NN = N * N, Cz = d->c_z, Ch = d->c_hidden;
+    const int64_t chunk = plan_chunk(s, N), cr = chunk * N;
+    const bool bf16 = s->policy.storage == MF_BF16;
+    const mf_memsim_mark_t start = mf_memsim_mark(s);
+    if (bf16) { /* f32 copies of the saved a_t, b_t */
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Ch * NN);
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Ch * NN);
+    }
+    for (int k = 0; k < 3; k++) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, NN * Ch); /* buf1-3 */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz);                             /* ln */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr);                                  /* ln mean */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr);                                  /* ln rstd */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz);                             /* d ln */
+    const mf_memsim_mark_t phase_a = mf_memsim_mark(s);
+    if (bf16) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch); /* x chunk in f32 */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch);           /* center ln */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr);                /* its mean */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr);                /* its rstd */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch);           /* d center ln */
+    /* y, gate logits, gate, dy, d gate, d gate logits */
+    for (int k = 0; k < 6; k++) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz);
+    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+        const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
+        mf_plan_linear_forward(s, rows, Ch, Cz, true, false);
+        mf_plan_linear_forward(s, rows, Cz, Cz, true, false);
+        mf_plan_linear_backward(s, rows, Cz, Cz, true, dparams, dparams);
+        mf_plan_linear_backward(s, rows, Ch, Cz, true, dparams, dparams);
+    }
+    mf_memsim_release(s, phase_a);
+    plan_product(s, N, d, true);
+    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+        const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
+        plan_project_side_backward(s, rows, d, dparams);
+        plan_project_side_backward(s, rows, d, dparams);
+    }
+    mf_memsim_release(s, start);
+}

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "model/params.h"
 
 #define MF_TRIANGLE_MULTIPLICATION_LN_EPS 1e-5f
@@ -63,5 +64,16 @@ mf_status mf_triangle_multiplication_backward(
     mf_ctx *ctx, mf_tensor *dz, mf_triangle_multiplication_params *dp, const mf_tensor *dout,
     const mf_triangle_multiplication_saved *saved, const mf_tensor *z, const mf_tensor *pair_mask,
     const mf_triangle_multiplication_params *p, const mf_triangle_multiplication_dims *d);
+
+/* Memory model (memopt/memplan.h): the arena allocations of the forward/backward above on f32
+ * activations under s->policy, for z [n_res, n_res, c_z]. Forward with saving leaves the saved
+ * activations allocated (MF_MEM_SAVED); the backward leaves the simulated arena as it found it.
+ * dz, dparams: whether dz and the parameter gradients (all of them) are asked for. */
+void mf_triangle_multiplication_plan_forward(mf_memsim *s, int64_t n_res,
+                                             const mf_triangle_multiplication_dims *d, bool saving,
+                                             bool accumulate);
+void mf_triangle_multiplication_plan_backward(mf_memsim *s, int64_t n_res,
+                                              const mf_triangle_multiplication_dims *d, bool dz,
+                                              bool dparams);
 
 #endif
