@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "model/config.h"
 #include "model/params.h"
 
@@ -192,5 +193,36 @@ mf_status mf_compute_predicted_aligned_error(mf_tensor *pae, double *max_pae,
  * with the largest per-alignment score times w_i. residue_weights [N] or NULL (all ones). */
 mf_status mf_compute_predicted_tm_score(double *ptm, const mf_tensor *logits,
                                         const mf_tensor *residue_weights, double max_error_bin);
+
+/* ---- memory-model plans (memopt/memplan.h; heads_memplan.c) ------------------------------ */
+
+/* The arena allocations of each head's forward (saving: the pLDDT head's saved activations stay
+ * allocated; the linear heads keep nothing) and backward (the input gradient dx and every
+ * parameter gradient dparams, or none, asked for), under s->policy's chunk size and storage on
+ * the CPU; on CUDA the products' operand copies only. n_seq: the MSA rows the masked MSA head
+ * reads. The logits and gradients are the caller's. */
+void mf_distogram_head_plan_forward(mf_memsim *s, int64_t n_res, const mf_heads_dims *d,
+                                    bool accumulate);
+void mf_distogram_head_plan_backward(mf_memsim *s, int64_t n_res, const mf_heads_dims *d,
+                                     bool dpair, bool dparams);
+void mf_masked_msa_head_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                     const mf_heads_dims *d, bool accumulate);
+void mf_masked_msa_head_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                      const mf_heads_dims *d, bool dmsa, bool dparams);
+void mf_predicted_lddt_head_plan_forward(mf_memsim *s, int64_t n_res, const mf_heads_dims *d,
+                                         bool saving, bool accumulate);
+/* (its backward takes the same space with or without dsingle) */
+void mf_predicted_lddt_head_plan_backward(mf_memsim *s, int64_t n_res, const mf_heads_dims *d,
+                                          bool dsingle, bool dparams);
+void mf_experimentally_resolved_head_plan_forward(mf_memsim *s, int64_t n_res,
+                                                  const mf_heads_dims *d, bool accumulate);
+void mf_experimentally_resolved_head_plan_backward(mf_memsim *s, int64_t n_res,
+                                                   const mf_heads_dims *d, bool dsingle,
+                                                   bool dparams);
+void mf_predicted_aligned_error_head_plan_forward(mf_memsim *s, int64_t n_res,
+                                                  const mf_heads_dims *d, bool accumulate);
+void mf_predicted_aligned_error_head_plan_backward(mf_memsim *s, int64_t n_res,
+                                                   const mf_heads_dims *d, bool dpair,
+                                                   bool dparams);
 
 #endif

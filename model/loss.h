@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "data/processed.h"
 #include "model/config.h"
 #include "structure_module/losses_structure.h"
@@ -115,5 +116,25 @@ mf_status mf_loss_forward(mf_ctx *ctx, mf_loss_values *v, const mf_loss_outputs 
  * and are the same. */
 mf_status mf_loss_backward(mf_ctx *ctx, mf_loss_outputs *g, double dtotal, const mf_loss_outputs *o,
                            const mf_loss_batch *b, const mf_config *cfg);
+
+/* ---- memory-model plans (memopt/memplan.h; loss_memplan.c) ----------------------------------
+ * The arena scratch of mf_loss_forward / mf_loss_backward (double copies of the structure outputs
+ * and labels, the renaming, the gradients' double buffers and the head losses' scratch), all
+ * released before they return. n_seq: the rows of true_msa; num_layers: L of the frames. */
+typedef struct {
+    bool frames;      /* g->frames given */
+    bool angles;      /* g->angles or g->unnormalized_angles given */
+    bool lddt_logits; /* g->lddt_logits given */
+    double dtotal;    /* as passed to mf_loss_backward */
+    float resolution; /* the batch's (whether the pLDDT term counts) */
+} mf_loss_plan_grads;
+
+/* Every gradient, dtotal 1 (model/train_step.c's backward_loss). */
+mf_loss_plan_grads mf_loss_plan_grads_all(float resolution);
+
+void mf_loss_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res, int64_t num_layers,
+                          const mf_config *cfg);
+void mf_loss_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res, int64_t num_layers,
+                           const mf_config *cfg, const mf_loss_plan_grads *g);
 
 #endif

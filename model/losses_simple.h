@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 
 /* AF2's filter_by_resolution: the loss counts only when min <= resolution <= max (NMR and
  * distillation examples have resolution 0), compared in float32 as AF2 does. */
@@ -154,5 +155,16 @@ mf_status mf_tm_loss_backward(mf_ctx *ctx, mf_tensor *dlogits, double dloss,
 mf_status mf_tm_true_bins(mf_tensor *bins, const mf_tensor *pred_rot, const mf_tensor *pred_trans,
                           const mf_tensor *true_rot, const mf_tensor *true_trans, int64_t num_bins,
                           double max_error_bin);
+
+/* ---- memory-model plans (memopt/memplan.h; losses_simple_memplan.c) ---------------------------
+ * The arena scratch of each loss, released before it returns (the experimentally resolved loss
+ * and the other backward passes take none). The pLDDT backward takes its scratch only when its
+ * scale dloss * resolution weight is non-zero. */
+void mf_distogram_loss_plan_forward(mf_memsim *s, int64_t n_res);
+void mf_masked_msa_loss_plan_forward(mf_memsim *s, int64_t n_seq);
+void mf_plddt_loss_plan_forward(mf_memsim *s, int64_t n_res);
+void mf_plddt_loss_plan_backward(mf_memsim *s, int64_t n_res, double dloss, float resolution,
+                                 const mf_plddt_loss_options *opt);
+void mf_tm_loss_plan_forward(mf_memsim *s, int64_t n_res);
 
 #endif

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "protein/residue_constants.h"
 
 #define MF_NUM_TORSIONS 7 /* pre-omega, phi, psi, chi1..chi4 */
@@ -113,5 +114,9 @@ mf_status mf_all_atom_backward(mf_ctx *ctx, mf_tensor *dbb_rot, mf_tensor *dbb_t
                                const mf_tensor *dframes_trans, const mf_tensor *datom14,
                                const mf_tensor *aatype, const mf_tensor *bb_rot,
                                const mf_tensor *angles);
+
+/* Memory-model plan (memopt/memplan.h; all_atom_memplan.c) of an f32 mf_all_atom_backward: its
+ * two frame-gradient buffers, released before it returns. The forward takes no arena space. */
+void mf_all_atom_plan_backward(mf_memsim *s, int64_t n_res);
 
 #endif

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "model/params.h"
 #include "structure_module/all_atom.h"
 
@@ -83,5 +84,14 @@ mf_status mf_angle_resnet_backward(mf_ctx *ctx, mf_tensor *ds, mf_tensor *ds_ini
                                    const mf_angle_resnet_saved *saved, const mf_tensor *s,
                                    const mf_tensor *s_initial, const mf_angle_resnet_params *p,
                                    const mf_angle_resnet_dims *d);
+
+/* Memory-model plans (memopt/memplan.h; angle_resnet_memplan.c): the arena allocations of an f32
+ * mf_angle_resnet_forward (saving: the saved tensors stay allocated) and of
+ * mf_angle_resnet_backward (ds, ds_initial: those input gradients asked for; dparams: every
+ * weight gradient, or none), under s->policy's chunk size and storage precision. */
+void mf_angle_resnet_plan_forward(mf_memsim *s, int64_t n_res, const mf_angle_resnet_dims *d,
+                                  bool saving);
+void mf_angle_resnet_plan_backward(mf_memsim *s, int64_t n_res, const mf_angle_resnet_dims *d,
+                                   bool ds, bool ds_initial, bool dparams);
 
 #endif

@@ -13,6 +13,7 @@
 #define MF_STRUCTURE_MODULE_BACKBONE_UPDATE_H
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 
 typedef struct {
     mf_tensor weights; /* affine_update//weights [c_s, 6] */
@@ -34,5 +35,12 @@ mf_status mf_backbone_update_backward(mf_ctx *ctx, mf_tensor *ds, mf_tensor *dqu
                                       const mf_tensor *drot_out, const mf_tensor *update,
                                       const mf_tensor *s, const mf_tensor *quat,
                                       const mf_backbone_update_params *p);
+
+/* Memory-model plans (memopt/memplan.h; backbone_update_memplan.c): mf_backbone_update_forward
+ * (the linear map's workspace; `update` is the caller's) and mf_backbone_update_backward (ds:
+ * asked for; dparams: the weight and bias gradients). */
+void mf_backbone_update_plan_forward(mf_memsim *s, int64_t n_res, int64_t c_s);
+void mf_backbone_update_plan_backward(mf_memsim *s, int64_t n_res, int64_t c_s, bool ds,
+                                      bool dparams);
 
 #endif

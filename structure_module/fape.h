@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 
 typedef struct {
     float clamp_distance; /* <= 0: no clamp (AF2's l1_clamp_distance None) */
@@ -65,5 +66,9 @@ mf_status mf_fape_backward(mf_ctx *ctx, mf_tensor *dpred_rot, mf_tensor *dpred_t
                            const mf_tensor *target_trans, const mf_tensor *pred_pos,
                            const mf_tensor *target_pos, const mf_tensor *frames_mask,
                            const mf_tensor *positions_mask, const mf_fape_options *opt);
+
+/* Memory-model plan (memopt/memplan.h; fape_memplan.c) of mf_fape_forward with n_frames frames:
+ * its double scratch, released before it returns. mf_fape_backward takes no arena space. */
+void mf_fape_plan_forward(mf_memsim *s, int64_t n_frames);
 
 #endif

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "model/params.h"
 
 /* AF2 IPA: additive logit bias of a masked pair (larger than in the Evoformer's 1e9 so f32 logits
@@ -86,6 +87,16 @@ mf_status mf_ipa_backward(mf_ctx *ctx, mf_tensor *ds, mf_tensor *dz, mf_tensor *
                           const mf_ipa_saved *saved, const mf_tensor *s, const mf_tensor *z,
                           const mf_tensor *rot, const mf_tensor *trans, const mf_ipa_params *p,
                           const mf_ipa_dims *d);
+
+/* Memory-model plans (memopt/memplan.h; ipa_memplan.c): the arena allocations of an f32
+ * mf_ipa_forward (saving: the saved tensors stay allocated, as `saved` would; accumulate as
+ * given to the forward) and of mf_ipa_backward (ds, dz: those input gradients asked for; dparams:
+ * every weight gradient, or none). drot and dtrans take no arena space. The storage and chunk
+ * policies are s->policy's (the backward's storage must be the forward's). */
+void mf_ipa_plan_forward(mf_memsim *s, int64_t n_res, const mf_ipa_dims *d, bool saving,
+                         bool accumulate);
+void mf_ipa_plan_backward(mf_memsim *s, int64_t n_res, const mf_ipa_dims *d, bool ds, bool dz,
+                          bool dparams);
 
 /* Plain reference of the whole module over raw host arrays, compiled for float and double (the
  * oracle of the finite-difference and f32 checks; allocates its scratch with malloc, returns

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "protein/residue_constants.h"
 #include "structure_module/fape.h"
 
@@ -278,5 +279,14 @@ mf_status mf_structural_violation_loss_backward(mf_ctx *ctx, mf_tensor *datom14_
                                                 float dloss, const mf_tensor *atom14_pred_positions,
                                                 const mf_structure_loss_batch *b,
                                                 const mf_violation_tables *tables);
+
+/* Memory-model plans (memopt/memplan.h; losses_structure_memplan.c) of the arena wrappers above,
+ * each released before the call returns (mf_sidechain_fape_backward, mf_supervised_chi_loss_*
+ * and mf_compute_renamed_ground_truth take no arena space). metrics: a metrics struct given to
+ * mf_structural_violations_forward. */
+void mf_sidechain_fape_plan_forward(mf_memsim *s, int64_t n_res);
+void mf_backbone_fape_plan(mf_memsim *s, int64_t n_res); /* forward and backward alike */
+void mf_structural_violations_plan_forward(mf_memsim *s, int64_t n_res, bool metrics);
+void mf_structural_violation_loss_plan_backward(mf_memsim *s, int64_t n_res);
 
 #endif

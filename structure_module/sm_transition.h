@@ -8,6 +8,7 @@
 #define MF_STRUCTURE_MODULE_SM_TRANSITION_H
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 
 #define MF_SM_TRANSITION_LN_EPS 1e-5f
 
@@ -35,5 +36,12 @@ mf_status mf_sm_transition_forward(mf_ctx *ctx, mf_tensor *s_out, mf_sm_transiti
 mf_status mf_sm_transition_backward(mf_ctx *ctx, mf_tensor *ds, mf_sm_transition_params *dp,
                                     const mf_tensor *ds_out, const mf_sm_transition_saved *saved,
                                     const mf_tensor *s, const mf_sm_transition_params *p);
+
+/* Memory-model plans (memopt/memplan.h; sm_transition_memplan.c): mf_sm_transition_forward
+ * (saving: the saved tensors stay allocated) and mf_sm_transition_backward (ds: asked for;
+ * dparams: every weight gradient, or none). */
+void mf_sm_transition_plan_forward(mf_memsim *s, int64_t n_res, int64_t c_s, bool saving);
+void mf_sm_transition_plan_backward(mf_memsim *s, int64_t n_res, int64_t c_s, bool ds,
+                                    bool dparams);
 
 #endif

@@ -51,6 +51,7 @@
 #include <stdint.h>
 
 #include "core/context.h"
+#include "memopt/memplan.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "structure_module/angle_resnet.h"
@@ -183,5 +184,39 @@ mf_status mf_structure_module_forward_frozen(mf_ctx *ctx, mf_structure_module_ou
                                              const mf_structure_module_params *p,
                                              const mf_structure_module_dims *d,
                                              const mf_structure_module_dropout_key *key);
+
+/* ---- memory-model plans (memopt/memplan.h; structure_module_memplan.c) ---------------------- */
+
+/* What besides the sizes decides the arena allocations of an f32 run. */
+typedef struct {
+    bool dropout;           /* key->training with dropout_rate > 0: a mask per dropout */
+    bool sidechain_outputs; /* forward: out->sidechain_rot/trans given (else per-layer scratch) */
+    /* backward: */
+    bool dparams;          /* every parameter gradient (dp given), or none */
+    bool datoms;           /* an upstream gradient of positions or sidechain_rot/trans given */
+    bool dfinal_positions; /* an upstream gradient of final_atom_positions given */
+} mf_structure_module_plan_opts;
+
+/* As model/train_step.c runs the trained iteration (all outputs, their gradients but
+ * final_atom_positions', every parameter gradient) and as model/alphafold.c runs inference
+ * (no side-chain outputs, no dropout). */
+mf_structure_module_plan_opts mf_structure_module_plan_training(bool dropout);
+mf_structure_module_plan_opts mf_structure_module_plan_inference(void);
+
+/* mf_structure_module_forward (or _forward_frozen, the same allocations) with saved == NULL
+ * (saving false: cur unchanged) or not (saving: cur rises by what the forward leaves for the
+ * backward; with s->policy.recompute != off, the chain only). The outputs are the caller's.
+ * The plain form runs as alphafold.c (saving false: inference options) and train_step.c without
+ * dropout (saving true: training options) call it; _ex takes the options. */
+void mf_structure_module_plan_forward(mf_memsim *s, int64_t n_res,
+                                      const mf_structure_module_dims *d, bool saving);
+void mf_structure_module_plan_forward_ex(mf_memsim *s, int64_t n_res,
+                                         const mf_structure_module_dims *d,
+                                         const mf_structure_module_plan_opts *o, bool saving);
+/* mf_structure_module_backward after a saving forward under the same policy; cur unchanged.
+ * o NULL: mf_structure_module_plan_training(false). */
+void mf_structure_module_plan_backward(mf_memsim *s, int64_t n_res,
+                                       const mf_structure_module_dims *d,
+                                       const mf_structure_module_plan_opts *o);
 
 #endif
