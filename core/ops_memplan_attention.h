@@ -1,0 +1,48 @@
+/* Memory-model plans of the attention ops (memopt/memplan.h; implemented in
+ * core/ops_attention_memplan.c): the arena allocations of mf_attention_forward/backward and
+ * mf_gated_attention_forward/backward of an f32 run, replayed on a simulated arena in the order
+ * core/ops_attention.c and core/cpu/attention_cpu.c make them (f64 runs, the double-precision
+ * oracle, need no plan). Shapes as in core/ops.h.
+ *
+ * The attention family has no CUDA implementation yet (core/cuda/cuda_attention.cu refuses it):
+ * on a CUDA simulator the plans replay the CPU composition, with the matrix-product plans of the
+ * CUDA path and no scratch for the attention core; the CUDA backend issue updates them with its
+ * kernels. */
+#ifndef MF_CORE_OPS_MEMPLAN_ATTENTION_H
+#define MF_CORE_OPS_MEMPLAN_ATTENTION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "memopt/memplan.h"
+
+/* mf_attention_forward: q [B, Q, H, D], k, v [B, K, H, D]; transient head-major scratch of
+ * query chunks of s->policy.chunk_size. Bias, mask and lse take no memory of the op. */
+void mf_plan_attention_forward(mf_memsim *s, int64_t B, int64_t Q, int64_t K, int64_t H, int64_t D,
+                               float scale);
+/* mf_attention_backward with the gradients asked for (dq, dk, dv, dbias given or NULL). */
+void mf_plan_attention_backward(mf_memsim *s, int64_t B, int64_t Q, int64_t K, int64_t H, int64_t D,
+                                float scale, bool dq, bool dk, bool dv, bool dbias);
+
+/* mf_gated_attention_forward: q_x [B, Q, c_in], kv_x [B, K, c_in], H heads of D, out
+ * [B, Q, c_out]; gated as p->gated. saving (saved != NULL): leaves the saved activations q, k, v,
+ * (gate), o in s->policy.storage and lse in f32 allocated (MF_MEM_SAVED). */
+void mf_plan_gated_attention_forward(mf_memsim *s, int64_t B, int64_t Q, int64_t K, int64_t c_in,
+                                     int64_t H, int64_t D, int64_t c_out, bool gated, bool saving,
+                                     bool accumulate);
+/* mf_gated_attention_backward: dq_x, dkv_x, dbias given or NULL; dparams: every field of dp has
+ * data (false: dp NULL or no field with data). */
+void mf_plan_gated_attention_backward(mf_memsim *s, int64_t B, int64_t Q, int64_t K, int64_t c_in,
+                                      int64_t H, int64_t D, int64_t c_out, bool gated, bool dq_x,
+                                      bool dkv_x, bool dbias, bool dparams);
+
+/* The distinct slice sizes of a loop `for (i0 = 0; i0 < n; i0 += rows)` with slices of
+ * min(rows, n - i0): the first slice's and, when shorter, the last one's (at most 2, written to
+ * sizes; returns how many). Slices of equal size allocate alike and each releases its transients,
+ * so a plan replays one slice of each size: the peak is the same and the replay stays O(1) in n. */
+int mf_plan_slice_sizes(int64_t n, int64_t rows, int64_t sizes[2]);
+/* Rows per slice of a loop over n rows under chunk size `chunk` (mf_evo_slice_rows,
+ * ga_batch_slice): chunk when it splits n, else n (at least 1). */
+int64_t mf_plan_slice_rows(int64_t chunk, int64_t n);
+
+#endif
