@@ -34,6 +34,7 @@
 
 #include "core/context.h"
 #include "core/ops.h"
+#include "memopt/memplan.h"
 #include "model/params.h"
 
 #define MF_EVO_ATTENTION_LN_EPS 1e-5f
@@ -199,5 +200,38 @@ mf_status mf_msa_column_global_attention_backward(mf_ctx *ctx, mf_tensor *dm,
                                                   const mf_tensor *m, const mf_tensor *msa_mask,
                                                   const mf_msa_column_global_attention_params *p,
                                                   const mf_msa_column_global_attention_dims *d);
+
+/* ---- memory-model plans (memopt/memplan.h) ------------------------------------------------------
+ * Replays of the arena allocations of the functions above for an f32 run under s->policy
+ * (evoformer/msa_attention_memplan.c, msa_column_global_attention_memplan.c). A forward with
+ * saving leaves the saved activations allocated on the simulator; without, and every backward,
+ * leave its offset unchanged. Backward flags: the input gradients asked for (dm, dz given) and
+ * dparams (dp given with every field; false: dp NULL). */
+
+/* mf_evo_pair_bias_forward/backward: z [n, n2, c] (normalised inside when norm), heads H; dnorm:
+ * the layer norm's parameter gradients, dw: feat_2d_weights' gradient. */
+void mf_evo_pair_bias_plan_forward(mf_memsim *s, int64_t n, int64_t n2, int64_t c, int64_t heads,
+                                   bool norm);
+void mf_evo_pair_bias_plan_backward(mf_memsim *s, int64_t n, int64_t n2, int64_t c, int64_t heads,
+                                    bool norm, bool dz, bool dnorm, bool dw);
+
+void mf_msa_row_attention_with_pair_bias_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                                      const mf_msa_row_attention_dims *d,
+                                                      bool saving, bool accumulate);
+void mf_msa_row_attention_with_pair_bias_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                                       const mf_msa_row_attention_dims *d, bool dm,
+                                                       bool dz, bool dparams);
+void mf_msa_column_attention_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                          const mf_msa_column_attention_dims *d, bool saving,
+                                          bool accumulate);
+void mf_msa_column_attention_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                           const mf_msa_column_attention_dims *d, bool dm,
+                                           bool dparams);
+void mf_msa_column_global_attention_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                                 const mf_msa_column_global_attention_dims *d,
+                                                 bool saving, bool accumulate);
+void mf_msa_column_global_attention_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                                  const mf_msa_column_global_attention_dims *d,
+                                                  bool dm, bool dparams);
 
 #endif

@@ -25,6 +25,7 @@
 
 #include "core/context.h"
 #include "model/params.h"
+#include "memopt/memplan.h"
 
 typedef struct {
     int64_t c_z, c_t;  /* pair and template pair channels */
@@ -60,5 +61,17 @@ mf_status mf_template_pointwise_attention_backward(
     const mf_tensor *dout, const mf_template_pointwise_attention_saved *saved, const mf_tensor *z,
     const mf_tensor *t, const mf_tensor *template_mask,
     const mf_template_pointwise_attention_params *p, const mf_template_pointwise_attention_dims *d);
+
+/* Memory-model plans (memopt/memplan.h; template_pointwise_attention_memplan.c): the arena
+ * allocations of the forward / backward above for an f32 run under s->policy, n_templ templates.
+ * Saving leaves the saved activations allocated on the simulator; without, and the backward,
+ * leave its offset unchanged. dz, dt: those gradients given; dparams: dp given with every
+ * field. */
+void mf_template_pointwise_attention_plan_forward(mf_memsim *s, int64_t n_templ, int64_t n_res,
+                                                  const mf_template_pointwise_attention_dims *d,
+                                                  bool saving, bool accumulate);
+void mf_template_pointwise_attention_plan_backward(mf_memsim *s, int64_t n_templ, int64_t n_res,
+                                                   const mf_template_pointwise_attention_dims *d,
+                                                   bool dz, bool dt, bool dparams);
 
 #endif

@@ -27,6 +27,7 @@
 
 #include "core/context.h"
 #include "core/ops.h"
+#include "memopt/memplan.h"
 #include "model/params.h"
 
 typedef struct {
@@ -73,5 +74,16 @@ mf_status mf_triangle_attention_ending_node_backward(
     mf_ctx *ctx, mf_tensor *dz, mf_triangle_attention_params *dp, const mf_tensor *dout,
     const mf_triangle_attention_saved *saved, const mf_tensor *z, const mf_tensor *pair_mask,
     const mf_triangle_attention_params *p, const mf_triangle_attention_dims *d);
+
+/* Memory-model plans (memopt/memplan.h; triangle_attention_memplan.c): the arena allocations of
+ * the starting-node (ending_node false) or ending-node forward / backward above for an f32 run
+ * under s->policy. Saving leaves the saved activations allocated on the simulator; without, and
+ * the backward, leave its offset unchanged. dz: dz given; dparams: dp given with every field. */
+void mf_triangle_attention_plan_forward(mf_memsim *s, int64_t n_res,
+                                        const mf_triangle_attention_dims *d, bool ending_node,
+                                        bool saving, bool accumulate);
+void mf_triangle_attention_plan_backward(mf_memsim *s, int64_t n_res,
+                                         const mf_triangle_attention_dims *d, bool ending_node,
+                                         bool dz, bool dparams);
 
 #endif
