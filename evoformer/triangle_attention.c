@@ -53,6 +53,89 @@ static mf_status tri_check(const mf_ctx *ctx, const mf_tensor *z, const mf_tenso
     return mf_evo_check_params(TRI_MODULE, specs, n, MF_PARAMS_AS_ARRAY(p), z->dtype);
 }
 
+/* z[:, j0:j0+n, :] transposed into x [n, N, C]. */
+static void gather_columns(float *x, const float *z, int64_t N, int64_t C, int64_t j0, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (N * n * C > 65536)
+    for (int64_t k = 0; k < N; k++)
+        for (int64_t a = 0; a < n; a++)
+            memcpy(x + (a * N + k) * C, z + (k * N + j0 + a) * C, sizeof(float) * (size_t)C);
+}
+
+/* out[:, j0:j0+n, :] = (or +=) y [n, N, C] transposed. */
+static void scatter_columns(float *out, const float *y, int64_t N, int64_t C, int64_t j0, int64_t n,
+                            bool accumulate)
+{
+#pragma omp parallel for schedule(static) if (N * n * C > 65536)
+    for (int64_t k = 0; k < N; k++)
+        for (int64_t a = 0; a < n; a++) {
+            float *o = out + (k * N + j0 + a) * C;
+            const float *v = y + (a * N + k) * C;
+            if (accumulate)
+                for (int64_t c = 0; c < C; c++) o[c] += v[c];
+            else
+                memcpy(o, v, sizeof(float) * (size_t)C);
+        }
+}
+
+/* Square [N, N] matrices of t [H, N, N] transposed in place. */
+static void transpose_last_in_place(float *t, int64_t H, int64_t N)
+{
+#pragma omp parallel for collapse(2) schedule(static) if (H * N * N > 65536)
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t i = 0; i < N; i++) {
+            float *m = t + h * N * N;
+            for (int64_t j = i + 1; j < N; j++) {
+                float v = m[i * N + j];
+                m[i * N + j] = m[j * N + i];
+                m[j * N + i] = v;
+            }
+        }
+}
+
+/* Alg. 14 at inference with chunking on the CPU: a slice of columns j of z at a time, each
+ * gathered transposed (the rows of AF2's swapped pair), normalised, attended and added back
+ * transposed, so that neither the swapped pair nor its update is ever whole (against two
+ * [N, N, c_z] copies); the bias is computed from z and transposed in place. A slice of columns
+ * reads only its own columns of z, so out may be z. Per element the arithmetic of the whole
+ * path. */
+static mf_status ending_forward_sliced(mf_ctx *ctx, mf_tensor *out, bool accumulate,
+                                       const mf_tensor *z, const mf_tensor *pair_mask,
+                                       const mf_triangle_attention_params *p,
+                                       const mf_triangle_attention_dims *d, int64_t rows)
+{
+    const int64_t N = z->shape[0], C = d->c_z, H = d->num_heads;
+    const mf_attention_params ap = MF_EVO_ATTENTION_VIEW(p);
+    mf_arena_mark_t mark0 = mf_arena_mark(ctx->arena);
+    mf_status st = MF_OK;
+    mf_tensor bias, mask_t;
+    MF_TRY_GOTO(alloc(ctx, &bias, MF_F32, 3, H, N, N, TRI_MODULE " transient"));
+    MF_TRY_GOTO(mf_evo_pair_bias_forward(ctx, &bias, z, &p->query_norm_scale, &p->query_norm_offset,
+                                         &p->feat_2d_weights));
+    transpose_last_in_place(bias.data, H, N);
+    MF_TRY_GOTO(alloc(ctx, &mask_t, MF_F32, 2, N, N, 0, TRI_MODULE " transient"));
+    {
+        mf_tensor mt3 = view3(&mask_t, N, N, 1), mask3 = view3(pair_mask, N, N, 1);
+        MF_TRY_GOTO(mf_transpose01(ctx, &mt3, &mask3, false));
+    }
+    for (int64_t j0 = 0; j0 < N; j0 += rows) {
+        const int64_t nj = N - j0 < rows ? N - j0 : rows;
+        mf_arena_mark_t m1 = mf_arena_mark(ctx->arena);
+        mf_tensor xc, oc, kc = mf_tensor_slice0(&mask_t, j0, nj);
+        MF_TRY_GOTO(alloc(ctx, &xc, MF_F32, 3, nj, N, C, TRI_MODULE " transient"));
+        MF_TRY_GOTO(alloc(ctx, &oc, MF_F32, 3, nj, N, C, TRI_MODULE " transient"));
+        gather_columns(xc.data, z->data, N, C, j0, nj);
+        MF_TRY_GOTO(mf_layer_norm_forward(ctx, &xc, NULL, NULL, &xc, &p->query_norm_scale,
+                                          &p->query_norm_offset, MF_EVO_ATTENTION_LN_EPS));
+        MF_TRY_GOTO(mf_gated_attention_forward(ctx, &oc, NULL, &xc, &xc, &bias, &kc, &ap, false));
+        scatter_columns(out->data, oc.data, N, C, j0, nj, accumulate);
+        mf_arena_release(ctx->arena, m1);
+    }
+cleanup:
+    mf_arena_release(ctx->arena, mark0);
+    return st;
+}
+
 static mf_status tri_forward(mf_ctx *ctx, bool ending, mf_tensor *out, bool accumulate,
                              mf_triangle_attention_saved *saved, const mf_tensor *z,
                              const mf_tensor *pair_mask, const mf_triangle_attention_params *p,
@@ -110,6 +193,9 @@ static mf_status tri_forward(mf_ctx *ctx, bool ending, mf_tensor *out, bool accu
         }
         return MF_OK;
     }
+    if (ending && ctx->device == MF_DEV_CPU && dt == MF_F32 && mf_evo_slice_rows(ctx, N) < N)
+        return ending_forward_sliced(ctx, out, accumulate, z, pair_mask, p, d,
+                                     mf_evo_slice_rows(ctx, N));
     mf_tensor bias;
     MF_TRY_GOTO(alloc(ctx, &bias, dt, 3, H, N, N, TRI_MODULE " transient"));
     if (ending) {

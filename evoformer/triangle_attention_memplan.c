@@ -34,6 +34,25 @@ void mf_triangle_attention_plan_forward(mf_memsim *s, int64_t n_res,
         return;
     }
     mf_memsim_mark_t mark0 = mf_memsim_mark(s);
+    const int64_t rows = mf_plan_slice_rows(s->policy.chunk_size, N);
+    if (ending_node && s->device == MF_DEV_CPU && rows < N) {
+        /* ending_forward_sliced: the bias from z, the transposed mask, then per slice of
+         * columns the gathered rows and their update */
+        tensor(s, MF_MEM_WORK, H * N * N);
+        mf_evo_pair_bias_plan_forward(s, N, N, C, H, true);
+        tensor(s, MF_MEM_WORK, N * N);
+        int64_t sizes[2];
+        const int k = mf_plan_slice_sizes(N, rows, sizes);
+        for (int i = 0; i < k; i++) {
+            mf_memsim_mark_t m1 = mf_memsim_mark(s);
+            tensor(s, MF_MEM_WORK, sizes[i] * N * C);
+            tensor(s, MF_MEM_WORK, sizes[i] * N * C);
+            mf_plan_gated_attention_forward(s, sizes[i], N, N, C, H, D, C, true, false, false);
+            mf_memsim_release(s, m1);
+        }
+        mf_memsim_release(s, mark0);
+        return;
+    }
     tensor(s, MF_MEM_WORK, H * N * N); /* bias */
     if (ending_node) {
         tensor(s, MF_MEM_WORK, N * N * C); /* x, transposed */

@@ -3,7 +3,10 @@
  *
  * With a_t[c] = a[:, :, c] and b_t[c] = b[:, :, c] as [N, N] matrices (channel-major):
  *   outgoing: x_t[c] = a_t[c] @ b_t[c]^T,   incoming: x_t[c] = b_t[c]^T @ a_t[c]. */
+
 #include "evoformer/triangle_multiplication.h"
+
+#include <string.h>
 
 #include "core/ops.h"
 
@@ -194,6 +197,98 @@ cleanup:
     return st;
 }
 
+/* Channels per block of the blocked inference product (0: not blocked): with chunking on, at
+ * inference on the CPU, min(chunk, c_hidden) when that splits the channels. */
+static int64_t channel_block(const mf_ctx *ctx, const mf_tensor *z, bool saving, int64_t Ch)
+{
+    const int64_t c = ctx->policy.chunk_size;
+    if (saving || c <= 0 || c >= Ch || ctx->device != MF_DEV_CPU || z->dtype != MF_F32) return 0;
+    return c;
+}
+
+/* Columns [c0, c0 + n) of a row-major [rows, cols] f32 matrix into dst [rows, n]. */
+static void copy_columns(float *dst, const float *src, int64_t rows, int64_t cols, int64_t c0,
+                         int64_t n)
+{
+    for (int64_t r = 0; r < rows; r++) memcpy(dst + r * n, src + r * cols + c0, sizeof(float) * n);
+}
+
+/* x [NN, Ch] columns [c0, c0 + n) = xt [n, NN] transposed. */
+static void scatter_block(float *x, const float *xt, int64_t NN, int64_t Ch, int64_t c0, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (NN * n > 65536)
+    for (int64_t r = 0; r < NN; r++)
+        for (int64_t c = 0; c < n; c++) x[r * Ch + c0 + c] = xt[c * NN + r];
+}
+
+/* One side's projection of channels [c0, c0 + n): the weight columns copied into w_blk. */
+static mf_status project_block(mf_ctx *ctx, mf_tensor *proj_t, mf_tensor *stage, mf_tensor *w_blk,
+                               mf_tensor *g_blk, const mf_tensor *z, const mf_tensor *mask,
+                               const mf_tensor *w, const mf_tensor *bias, const mf_tensor *gate_w,
+                               const mf_tensor *gate_b, int64_t c0, int64_t n,
+                               const mf_triangle_multiplication_params *p,
+                               const mf_triangle_multiplication_dims *d)
+{
+    const int64_t Cz = d->c_z, Ch = d->c_hidden;
+    mf_tensor wb = view(w_blk, 2, Cz, n, 0), gb = view(g_blk, 2, Cz, n, 0);
+    copy_columns(wb.data, w->data, Cz, Ch, c0, n);
+    copy_columns(gb.data, gate_w->data, Cz, Ch, c0, n);
+    mf_tensor bb = mf_tensor_make((float *)bias->data + c0, MF_F32, bias->device, 1, &n);
+    mf_tensor gbb = mf_tensor_make((float *)gate_b->data + c0, MF_F32, gate_b->device, 1, &n);
+    mf_triangle_multiplication_dims dn = *d;
+    dn.c_hidden = n;
+    return project_side(ctx, proj_t, stage, z, mask, &wb, &bb, &gb, &gbb, p, &dn);
+}
+
+/* Inference with chunking: the projections and the product one block of cb channels at a time
+ * (each channel's arithmetic as in the whole product), so that x [N, N, c] and one block's
+ * operands are held instead of three [c, N, N] buffers: (1 + 3 cb / c) pair-sized buffers. */
+static mf_status forward_blocked(mf_ctx *ctx, mf_tensor *out, bool accumulate, const mf_tensor *z,
+                                 const mf_tensor *pair_mask,
+                                 const mf_triangle_multiplication_params *p,
+                                 const mf_triangle_multiplication_dims *d, int64_t cb)
+{
+    const int64_t N = z->shape[0], NN = N * N, Cz = d->c_z, Ch = d->c_hidden;
+    mf_arena *a = ctx->arena;
+    const mf_arena_mark_t start = mf_arena_mark(a);
+    mf_status st = MF_OK;
+    mf_tensor x, a_t, b_t, stage, w_blk, g_blk;
+    MF_TRY_GOTO(mf_arena_tensor(a, &x, MF_F32, 2, (const int64_t[]){NN, Ch}, "triangle_mult.x"));
+    const mf_arena_mark_t blocks = mf_arena_mark(a);
+    MF_TRY_GOTO(
+        mf_arena_tensor(a, &a_t, MF_F32, 3, (const int64_t[]){cb, N, N}, "triangle_mult.a_t"));
+    MF_TRY_GOTO(
+        mf_arena_tensor(a, &b_t, MF_F32, 3, (const int64_t[]){cb, N, N}, "triangle_mult.b_t"));
+    MF_TRY_GOTO(
+        mf_arena_tensor(a, &stage, MF_F32, 2, (const int64_t[]){NN, cb}, "triangle_mult.stage"));
+    MF_TRY_GOTO(
+        mf_arena_tensor(a, &w_blk, MF_F32, 2, (const int64_t[]){Cz, cb}, "triangle_mult.w_block"));
+    MF_TRY_GOTO(
+        mf_arena_tensor(a, &g_blk, MF_F32, 2, (const int64_t[]){Cz, cb}, "triangle_mult.w_block"));
+    for (int64_t c0 = 0; c0 < Ch; c0 += cb) {
+        const int64_t n = Ch - c0 < cb ? Ch - c0 : cb;
+        mf_tensor an = view(&a_t, 3, n, N, N), bn = view(&b_t, 3, n, N, N);
+        mf_tensor sn = view(&stage, 2, NN, n, 0);
+        MF_TRY_GOTO(project_block(ctx, &an, &sn, &w_blk, &g_blk, z, pair_mask,
+                                  &p->left_projection_weights, &p->left_projection_bias,
+                                  &p->left_gate_weights, &p->left_gate_bias, c0, n, p, d));
+        MF_TRY_GOTO(project_block(ctx, &bn, &sn, &w_blk, &g_blk, z, pair_mask,
+                                  &p->right_projection_weights, &p->right_projection_bias,
+                                  &p->right_gate_weights, &p->right_gate_bias, c0, n, p, d));
+        mf_tensor xt = view(&stage, 3, n, N, N);
+        MF_TRY_GOTO(triangle_product(ctx, &xt, &an, &bn, d->outgoing));
+        scatter_block(x.data, xt.data, NN, Ch, c0, n);
+    }
+    mf_arena_release(a, blocks);
+    {
+        mf_tensor x3 = view(&x, 3, N, N, Ch);
+        MF_TRY_GOTO(output_stage(ctx, out, accumulate, &x3, z, p, d));
+    }
+cleanup:
+    mf_arena_release(a, start);
+    return st;
+}
+
 mf_status mf_triangle_multiplication_forward(mf_ctx *ctx, mf_tensor *out, bool accumulate,
                                              mf_triangle_multiplication_saved *saved,
                                              const mf_tensor *z, const mf_tensor *pair_mask,
@@ -206,6 +301,8 @@ mf_status mf_triangle_multiplication_forward(mf_ctx *ctx, mf_tensor *out, bool a
     const mf_dtype dt = z->dtype, sdt = storage_dtype(ctx, dt);
     const int64_t N = z->shape[0], NN = N * N, Ch = d->c_hidden;
     const bool direct = saved && sdt == dt;
+    const int64_t cb = channel_block(ctx, z, saved != NULL, Ch);
+    if (cb) return forward_blocked(ctx, out, accumulate, z, pair_mask, p, d, cb);
     mf_arena *a = ctx->arena;
     const mf_arena_mark_t start = mf_arena_mark(a);
     mf_status st = MF_OK;
@@ -500,12 +597,42 @@ static void plan_output_stage(mf_memsim *s, int64_t N, const mf_triangle_multipl
     mf_memsim_release(s, mark);
 }
 
+/* forward_blocked */
+static void plan_forward_blocked(mf_memsim *s, int64_t N, const mf_triangle_multiplication_dims *d,
+                                 int64_t cb)
+{
+    const int64_t NN = N * N, Cz = d->c_z, Ch = d->c_hidden;
+    const mf_memsim_mark_t start = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, NN * Ch); /* x */
+    const mf_memsim_mark_t blocks = mf_memsim_mark(s);
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cb * NN); /* a_t */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cb * NN); /* b_t */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, NN * cb); /* stage */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Cz * cb); /* weight blocks */
+    mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Cz * cb);
+    for (int64_t c0 = 0; c0 < Ch; c0 += cb) {
+        mf_triangle_multiplication_dims dn = *d;
+        dn.c_hidden = Ch - c0 < cb ? Ch - c0 : cb;
+        plan_project_side(s, N, &dn);
+        plan_project_side(s, N, &dn);
+        plan_product(s, N, &dn, false);
+    }
+    mf_memsim_release(s, blocks);
+    plan_output_stage(s, N, d);
+    mf_memsim_release(s, start);
+}
+
 void mf_triangle_multiplication_plan_forward(mf_memsim *s, int64_t n_res,
                                              const mf_triangle_multiplication_dims *d, bool saving,
                                              bool accumulate)
 {
     (void)accumulate; /* added elementwise */
     const int64_t N = n_res, NN = N * N, Ch = d->c_hidden;
+    const int64_t c = s->policy.chunk_size;
+    if (!saving && c > 0 && c < Ch && s->device == MF_DEV_CPU) {
+        plan_forward_blocked(s, N, d, c);
+        return;
+    }
     const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
     const bool direct = saving && sdt == MF_F32;
     if (saving)
