@@ -11,10 +11,12 @@
  * Inference (saved == NULL) keeps nothing. Starting node: the bias is computed first (over
  * slices of rows i), then slices of ctx->policy.chunk_size rows i attend; each slice reads only
  * its own rows of z once the bias exists, so out may be z itself with accumulate = true
- * (policy.inplace). Ending node: z is read whole into its transposed copy first (so out may be z
- * too); that copy and the transposed update are whole [N, N, c_z] transients (no strided copy op
- * yet), the attention's hidden activations are chunked by rows of the transposed pair. Every
- * chunk size gives bitwise the same update.
+ * (policy.inplace). Ending node with chunking on the CPU: the bias from z, transposed in place,
+ * then slices of columns j of z gathered transposed (rows of the swapped pair), attended, and
+ * added back transposed; a slice reads only its own columns, so out may be z. Unchunked (or on
+ * another device): z is read whole into its transposed copy first; that copy and the transposed
+ * update are whole [N, N, c_z] transients. Every chunk size gives the same update (each
+ * element's arithmetic is the same; tests/test_triangle_attention.c).
  *
  * Training (saved != NULL): saved tensors from ctx->arena, released by the caller after the
  * backward. The gated attention op keeps q, k, v, gate, o in the storage precision; the

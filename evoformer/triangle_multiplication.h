@@ -11,8 +11,11 @@
  * copies of a and b (and x), which also lets the pair mask broadcast.
  *
  * Rows i of the pair (ctx->policy.chunk_size of them at a time) bound the transients of the
- * projection and output stages; the product itself needs whole [c, N, N] operands, so inference
- * holds three [c_hidden, N, N] buffers at its peak. Every chunk size gives the same outputs and
+ * projection and output stages. Unchunked, and in training, the product runs on whole [c, N, N]
+ * operands (three [c_hidden, N, N] buffers); at inference with chunking on the CPU it runs a
+ * block of min(chunk, c_hidden) channels at a time (projections of those channels, their
+ * product, scattered into x [N, N, c_hidden]), so one [N, N, c_hidden] buffer and a block's
+ * operands are held. Every chunk size gives the same outputs and
  * input gradient (each row's arithmetic is the same); weight gradients, sums over chunks, agree
  * within f32 rounding. Built from core/ops only; scratch has z's dtype. */
 #ifndef MF_EVOFORMER_TRIANGLE_MULTIPLICATION_H
