@@ -15,8 +15,8 @@
  * then slices of columns j of z gathered transposed (rows of the swapped pair), attended, and
  * added back transposed; a slice reads only its own columns, so out may be z. Unchunked (or on
  * another device): z is read whole into its transposed copy first; that copy and the transposed
- * update are whole [N, N, c_z] transients. Every chunk size gives the same update (each
- * element's arithmetic is the same; tests/test_triangle_attention.c).
+ * update are whole [N, N, c_z] transients. Every chunk size gives bitwise the same update
+ * (tests/test_triangle_attention.c).
  *
  * Training (saved != NULL): saved tensors from ctx->arena, released by the caller after the
  * backward. The gated attention op keeps q, k, v, gate, o in the storage precision; the
