@@ -508,3 +508,236 @@ int mf_evo_scoped_param_specs(mf_evo_scope scope, const void *dims, mf_param_spe
     }
     return 0;
 }
+
+/* ---- memory model: the allocations of the block forward/backward above (memplan.h) ----------- */
+
+typedef struct {
+    int64_t S, N, c_m, c_z;
+    bool msa;
+} plan_shape;
+
+static plan_shape plan_shape_of(const mf_evo_block *b, int64_t n_seq, int64_t n_res)
+{
+    plan_shape p = {.S = n_seq, .N = n_res, .msa = has_msa(b)};
+    for (int i = 0; i < b->nsteps; i++) {
+        const void *d = b->steps[i].dims;
+        switch (b->steps[i].kind) {
+        case MF_EVO_STEP_MSA_ROW_ATTENTION:
+            p.c_m = ((const mf_msa_row_attention_dims *)d)->c_m;
+            p.c_z = ((const mf_msa_row_attention_dims *)d)->c_z;
+            break;
+        case MF_EVO_STEP_MSA_COLUMN_ATTENTION:
+            p.c_m = ((const mf_msa_column_attention_dims *)d)->c_m;
+            break;
+        case MF_EVO_STEP_MSA_COLUMN_GLOBAL_ATTENTION:
+            p.c_m = ((const mf_msa_column_global_attention_dims *)d)->c_m;
+            break;
+        case MF_EVO_STEP_MSA_TRANSITION:
+            p.c_m = ((const mf_transition_dims *)d)->c;
+            break;
+        case MF_EVO_STEP_OUTER_PRODUCT_MEAN:
+            p.c_m = ((const mf_outer_product_mean_dims *)d)->c_m;
+            p.c_z = ((const mf_outer_product_mean_dims *)d)->c_z;
+            break;
+        case MF_EVO_STEP_TRIANGLE_MULTIPLICATION:
+            p.c_z = ((const mf_triangle_multiplication_dims *)d)->c_z;
+            break;
+        case MF_EVO_STEP_TRIANGLE_ATTENTION_STARTING_NODE:
+        case MF_EVO_STEP_TRIANGLE_ATTENTION_ENDING_NODE:
+            p.c_z = ((const mf_triangle_attention_dims *)d)->c_z;
+            break;
+        case MF_EVO_STEP_PAIR_TRANSITION:
+            p.c_z = ((const mf_transition_dims *)d)->c;
+            break;
+        }
+    }
+    return p;
+}
+
+static int64_t plan_numel(const plan_shape *p, int t)
+{
+    if (t == STREAM_M) return p->msa ? p->S * p->N * p->c_m : 0;
+    return p->N * p->N * p->c_z;
+}
+
+void mf_evo_block_stream_numel(const mf_evo_block *b, int64_t n_seq, int64_t n_res, int64_t *nm,
+                               int64_t *nz)
+{
+    const plan_shape p = plan_shape_of(b, n_seq, n_res);
+    *nm = plan_numel(&p, STREAM_M);
+    *nz = plan_numel(&p, STREAM_Z);
+}
+
+/* mf_dropout_forward on stream t (or a gradient shaped like it) */
+static void plan_dropout(mf_memsim *s, const plan_shape *p, int t, const mf_evo_step *st,
+                         const mf_dropout_key *key)
+{
+    if (t == STREAM_M)
+        mf_dropout_plan_forward(s, p->S, p->N, p->c_m, st->dropout_rate, st->orientation, key);
+    else
+        mf_dropout_plan_forward(s, p->N, p->N, p->c_z, st->dropout_rate, st->orientation, key);
+}
+
+static void plan_module_forward(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
+                                bool saving, bool accumulate)
+{
+    const int64_t S = p->S, N = p->N;
+    switch (st->kind) {
+    case MF_EVO_STEP_MSA_ROW_ATTENTION:
+        mf_msa_row_attention_with_pair_bias_plan_forward(s, S, N, st->dims, saving, accumulate);
+        break;
+    case MF_EVO_STEP_MSA_COLUMN_ATTENTION:
+        mf_msa_column_attention_plan_forward(s, S, N, st->dims, saving, accumulate);
+        break;
+    case MF_EVO_STEP_MSA_COLUMN_GLOBAL_ATTENTION:
+        mf_msa_column_global_attention_plan_forward(s, S, N, st->dims, saving, accumulate);
+        break;
+    case MF_EVO_STEP_MSA_TRANSITION:
+        mf_transition_plan_forward(s, S, N, st->dims, saving, accumulate);
+        break;
+    case MF_EVO_STEP_OUTER_PRODUCT_MEAN:
+        mf_outer_product_mean_plan_forward(s, S, N, st->dims, saving, accumulate);
+        break;
+    case MF_EVO_STEP_TRIANGLE_MULTIPLICATION:
+        mf_triangle_multiplication_plan_forward(s, N, st->dims, saving, accumulate);
+        break;
+    case MF_EVO_STEP_TRIANGLE_ATTENTION_STARTING_NODE:
+        mf_triangle_attention_plan_forward(s, N, st->dims, false, saving, accumulate);
+        break;
+    case MF_EVO_STEP_TRIANGLE_ATTENTION_ENDING_NODE:
+        mf_triangle_attention_plan_forward(s, N, st->dims, true, saving, accumulate);
+        break;
+    case MF_EVO_STEP_PAIR_TRANSITION:
+        mf_transition_plan_forward(s, N, N, st->dims, saving, accumulate);
+        break;
+    }
+}
+
+/* module_backward as backward_saved calls it: every input gradient the module has is given */
+static void plan_module_backward(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
+                                 bool dparams)
+{
+    const int64_t S = p->S, N = p->N;
+    switch (st->kind) {
+    case MF_EVO_STEP_MSA_ROW_ATTENTION:
+        mf_msa_row_attention_with_pair_bias_plan_backward(s, S, N, st->dims, true, true, dparams);
+        break;
+    case MF_EVO_STEP_MSA_COLUMN_ATTENTION:
+        mf_msa_column_attention_plan_backward(s, S, N, st->dims, true, dparams);
+        break;
+    case MF_EVO_STEP_MSA_COLUMN_GLOBAL_ATTENTION:
+        mf_msa_column_global_attention_plan_backward(s, S, N, st->dims, true, dparams);
+        break;
+    case MF_EVO_STEP_MSA_TRANSITION:
+        mf_transition_plan_backward(s, S, N, st->dims, true, dparams);
+        break;
+    case MF_EVO_STEP_OUTER_PRODUCT_MEAN:
+        mf_outer_product_mean_plan_backward(s, S, N, st->dims, true, dparams);
+        break;
+    case MF_EVO_STEP_TRIANGLE_MULTIPLICATION:
+        mf_triangle_multiplication_plan_backward(s, N, st->dims, true, dparams);
+        break;
+    case MF_EVO_STEP_TRIANGLE_ATTENTION_STARTING_NODE:
+        mf_triangle_attention_plan_backward(s, N, st->dims, false, true, dparams);
+        break;
+    case MF_EVO_STEP_TRIANGLE_ATTENTION_ENDING_NODE:
+        mf_triangle_attention_plan_backward(s, N, st->dims, true, true, dparams);
+        break;
+    case MF_EVO_STEP_PAIR_TRANSITION:
+        mf_transition_plan_backward(s, N, N, st->dims, true, dparams);
+        break;
+    }
+}
+
+static void plan_forward_only(mf_memsim *s, const mf_evo_block *b, const plan_shape *p,
+                              const mf_dropout_key *key)
+{
+    for (int i = 0; i < b->nsteps; i++) {
+        const mf_evo_step *st = &b->steps[i];
+        const int t = target_stream(st->kind);
+        if (s->policy.inplace && !mf_dropout_active(key, st->dropout_rate)) {
+            plan_module_forward(s, p, st, false, true);
+            continue;
+        }
+        const mf_memsim_mark_t mark = mf_memsim_mark(s);
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, plan_numel(p, t)); /* the update */
+        plan_module_forward(s, p, st, false, false);
+        plan_dropout(s, p, t, st, key);
+        mf_memsim_release(s, mark);
+    }
+}
+
+static void plan_forward_saving(mf_memsim *s, const mf_evo_block *b, const plan_shape *p,
+                                const mf_dropout_key *key)
+{
+    int last[2] = {-1, -1};
+    for (int i = 0; i < b->nsteps; i++) last[target_stream(b->steps[i].kind)] = i;
+    for (int i = 0; i < b->nsteps; i++) {
+        const mf_evo_step *st = &b->steps[i];
+        const int t = target_stream(st->kind);
+        /* the next stream state, kept as the following module's input */
+        if (i != last[t]) mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, plan_numel(p, t));
+        plan_module_forward(s, p, st, true, false);
+        plan_dropout(s, p, t, st, key);
+    }
+}
+
+void mf_evo_block_plan_forward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                               bool saving, const mf_dropout_key *key)
+{
+    const mf_dropout_key none = mf_dropout_key_inference();
+    if (!key) key = &none;
+    const plan_shape p = plan_shape_of(b, n_seq, n_res);
+    if (!saving) {
+        plan_forward_only(s, b, &p, key);
+    } else if (s->policy.recompute == MF_RECOMPUTE_OFF) {
+        plan_forward_saving(s, b, &p, key);
+    } else {
+        const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
+        if (p.msa) mf_memsim_tensor(s, MF_MEM_SAVED, sdt, plan_numel(&p, STREAM_M));
+        mf_memsim_tensor(s, MF_MEM_SAVED, sdt, plan_numel(&p, STREAM_Z));
+        plan_forward_only(s, b, &p, key);
+    }
+}
+
+static void plan_backward_saved(mf_memsim *s, const mf_evo_block *b, const plan_shape *p,
+                                const mf_dropout_key *key, bool dparams)
+{
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    for (int k = 0; k < 2; k++) { /* the two gradient buffers per stream */
+        if (p->msa) mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(p, STREAM_M));
+        mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(p, STREAM_Z));
+    }
+    for (int i = b->nsteps - 1; i >= 0; i--) {
+        const mf_evo_step *st = &b->steps[i];
+        /* the masks of both branches of backward_saved: drawn only when the dropout is active */
+        plan_dropout(s, p, target_stream(st->kind), st, key);
+        plan_module_backward(s, p, st, dparams);
+    }
+    mf_memsim_release(s, mark);
+}
+
+void mf_evo_block_plan_backward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                                const mf_dropout_key *key, bool dparams)
+{
+    const mf_dropout_key none = mf_dropout_key_inference();
+    if (!key) key = &none;
+    const plan_shape p = plan_shape_of(b, n_seq, n_res);
+    if (s->policy.recompute == MF_RECOMPUTE_OFF) {
+        plan_backward_saved(s, b, &p, key, dparams);
+        return;
+    }
+    /* recompute: the restored inputs and the outputs of the rerun, then the saving forward and
+     * the backward under recompute off */
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    if (p.msa)
+        for (int k = 0; k < 2; k++)
+            mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_M));
+    for (int k = 0; k < 2; k++) mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_Z));
+    const mf_recompute rc = s->policy.recompute;
+    s->policy.recompute = MF_RECOMPUTE_OFF;
+    plan_forward_saving(s, b, &p, key);
+    plan_backward_saved(s, b, &p, key, dparams);
+    s->policy.recompute = rc;
+    mf_memsim_release(s, mark);
+}

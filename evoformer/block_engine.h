@@ -52,6 +52,7 @@
 #include "evoformer/transition.h"
 #include "evoformer/triangle_attention.h"
 #include "evoformer/triangle_multiplication.h"
+#include "memopt/memplan.h"
 
 #define MF_EVO_MAX_STEPS 9
 
@@ -142,5 +143,26 @@ int mf_evo_scoped_param_specs(mf_evo_scope scope, const void *dims, mf_param_spe
  * data == NULL gives an empty view (a gradient not asked for). */
 mf_status mf_evo_params_block_view(const mf_tensor *stacked, int n, int64_t num_blocks,
                                    int64_t block, mf_tensor *out);
+
+/* ---- memory model (memopt/memplan.h) ---------------------------------------------------------
+ * mf_evo_block_forward/_backward replayed on a simulated arena for f32 streams m [n_seq, n_res,
+ * c_m] (ignored for a pair-only block) and z [n_res, n_res, c_z], the channels read from the
+ * steps' dims; b needs its steps, dims and dropout only (mf_evoformer_block_layout,
+ * mf_template_pair_block_layout). key: the forward's dropout key (NULL: none), which only decides
+ * whether each update's dropout is active. The forward follows the three modes above from
+ * `saving` and s->policy (recompute, inplace, chunk, storage): with saving it leaves what the
+ * real forward keeps allocated (stream states and the modules' saved activations, or the
+ * checkpoints). The backward is that of a forward under the same s->policy, all parameter
+ * gradients given when dparams (else dp NULL); it leaves the simulated arena as it found it.
+ * The input and output gradients of the streams take no arena memory of their own (the
+ * caller's tensors). On CUDA the checkpoints of an offloading policy are refused by the real
+ * code; the plan counts them in the arena. */
+void mf_evo_block_plan_forward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                               bool saving, const mf_dropout_key *key);
+void mf_evo_block_plan_backward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                                const mf_dropout_key *key, bool dparams);
+/* Elements of the block's streams m (0 for a pair-only block) and z, channels from its dims. */
+void mf_evo_block_stream_numel(const mf_evo_block *b, int64_t n_seq, int64_t n_res, int64_t *nm,
+                               int64_t *nz);
 
 #endif

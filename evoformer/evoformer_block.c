@@ -125,15 +125,28 @@ static void bind_common(mf_evo_block *b, const mf_evoformer_block_dims *d,
     s[8].dropout_module = MF_DROPOUT_PAIR_TRANSITION;
 }
 
+void mf_evoformer_block_layout(mf_evo_block *b, const mf_evoformer_block_dims *d, bool extra_msa)
+{
+    *b = (mf_evo_block){.name = extra_msa ? "extra_msa_block" : "evoformer_block"};
+    bind_common(b, d, NULL, NULL);
+    mf_evo_step *s = b->steps;
+    if (extra_msa) {
+        s[1].kind = MF_EVO_STEP_MSA_COLUMN_GLOBAL_ATTENTION;
+        s[1].dims = &d->msa_column_global_attention;
+    } else {
+        s[1].kind = MF_EVO_STEP_MSA_COLUMN_ATTENTION;
+        s[1].dims = &d->msa_column_attention;
+    }
+}
+
 void mf_evoformer_block_bind(mf_evo_block *b, const mf_evoformer_block_params *p,
                              mf_evoformer_block_params *dp, const mf_evoformer_block_dims *d,
                              const mf_tensor *msa_mask, const mf_tensor *pair_mask)
 {
-    *b = (mf_evo_block){.name = "evoformer_block"};
-    bind_common(b, d, msa_mask, pair_mask);
+    mf_evoformer_block_layout(b, d, false);
+    b->msa_mask = msa_mask;
+    b->pair_mask = pair_mask;
     mf_evo_step *s = b->steps;
-    s[1].kind = MF_EVO_STEP_MSA_COLUMN_ATTENTION;
-    s[1].dims = &d->msa_column_attention;
     s[0].params = &p->msa_row_attention_with_pair_bias;
     s[1].params = &p->msa_column_attention;
     s[2].params = &p->msa_transition;
@@ -158,11 +171,10 @@ void mf_extra_msa_block_bind(mf_evo_block *b, const mf_extra_msa_block_params *p
                              mf_extra_msa_block_params *dp, const mf_evoformer_block_dims *d,
                              const mf_tensor *msa_mask, const mf_tensor *pair_mask)
 {
-    *b = (mf_evo_block){.name = "extra_msa_block"};
-    bind_common(b, d, msa_mask, pair_mask);
+    mf_evoformer_block_layout(b, d, true);
+    b->msa_mask = msa_mask;
+    b->pair_mask = pair_mask;
     mf_evo_step *s = b->steps;
-    s[1].kind = MF_EVO_STEP_MSA_COLUMN_GLOBAL_ATTENTION;
-    s[1].dims = &d->msa_column_global_attention;
     s[0].params = &p->msa_row_attention_with_pair_bias;
     s[1].params = &p->msa_column_global_attention;
     s[2].params = &p->msa_transition;
@@ -235,4 +247,54 @@ mf_status mf_extra_msa_block_backward(mf_ctx *ctx, mf_tensor *dm_in, mf_tensor *
     mf_evo_block b;
     mf_extra_msa_block_bind(&b, p, dp, d, msa_mask, pair_mask);
     return mf_evo_block_backward(ctx, &b, dm_in, dz_in, dm_out, dz_out, saved);
+}
+
+/* ---- memory model ---------------------------------------------------------------------------- */
+
+/* A saving forward is a trained one: its key is a training key (dropout at d's rates). */
+static mf_dropout_key plan_key(bool training)
+{
+    return training ? mf_dropout_key_training(0, 0, 0) : mf_dropout_key_inference();
+}
+
+static void plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                         const mf_evoformer_block_dims *d, bool extra_msa, bool saving)
+{
+    mf_evo_block b;
+    mf_evoformer_block_layout(&b, d, extra_msa);
+    const mf_dropout_key key = plan_key(saving);
+    mf_evo_block_plan_forward(s, &b, n_seq, n_res, saving, &key);
+}
+
+static void plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                          const mf_evoformer_block_dims *d, bool extra_msa, bool dparams)
+{
+    mf_evo_block b;
+    mf_evoformer_block_layout(&b, d, extra_msa);
+    const mf_dropout_key key = plan_key(true);
+    mf_evo_block_plan_backward(s, &b, n_seq, n_res, &key, dparams);
+}
+
+void mf_evoformer_block_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, bool saving)
+{
+    plan_forward(s, n_seq, n_res, d, false, saving);
+}
+
+void mf_evoformer_block_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, bool dparams)
+{
+    plan_backward(s, n_seq, n_res, d, false, dparams);
+}
+
+void mf_extra_msa_block_plan_forward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, bool saving)
+{
+    plan_forward(s, n_extra, n_res, d, true, saving);
+}
+
+void mf_extra_msa_block_plan_backward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, bool dparams)
+{
+    plan_backward(s, n_extra, n_res, d, true, dparams);
 }

@@ -81,6 +81,10 @@ typedef mf_evo_block_saved mf_evoformer_block_saved;
 int mf_evoformer_block_param_specs(const mf_evoformer_block_dims *d, mf_param_spec *out);
 int mf_extra_msa_block_param_specs(const mf_evoformer_block_dims *d, mf_param_spec *out);
 
+/* The block's steps, dims and dropout without parameters or masks (the Evoformer block, or the
+ * extra-MSA block when extra_msa): what the memory model needs (mf_evo_block_plan_forward). */
+void mf_evoformer_block_layout(mf_evo_block *b, const mf_evoformer_block_dims *d, bool extra_msa);
+
 /* The block bound to its parameters (dp: gradients, or NULL) and masks, for the engine and the
  * stacks. */
 void mf_evoformer_block_bind(mf_evo_block *b, const mf_evoformer_block_params *p,
@@ -121,5 +125,20 @@ mf_status mf_extra_msa_block_backward(mf_ctx *ctx, mf_tensor *dm_in, mf_tensor *
                                       const mf_tensor *msa_mask, const mf_tensor *pair_mask,
                                       const mf_extra_msa_block_params *p,
                                       const mf_evoformer_block_dims *d);
+
+/* Memory model (memopt/memplan.h): mf_evoformer_block_forward/_backward and
+ * mf_extra_msa_block_forward/_backward replayed on a simulated arena (mf_evo_block_plan_forward),
+ * m [n_seq or n_extra, n_res, c_m]. As memfold's trainer and inference run them, a saving
+ * forward is a trained one, with dropout at d's rates (zero them for a run without dropout), and
+ * a forward without saving has none; the backward is that of a saving forward, with every
+ * parameter gradient when dparams. */
+void mf_evoformer_block_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, bool saving);
+void mf_evoformer_block_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, bool dparams);
+void mf_extra_msa_block_plan_forward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, bool saving);
+void mf_extra_msa_block_plan_backward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, bool dparams);
 
 #endif

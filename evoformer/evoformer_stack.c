@@ -346,3 +346,157 @@ mf_status mf_template_pair_stack_backward(mf_ctx *ctx, mf_tensor *dt,
              dstacked ? MF_PARAMS_AS_ARRAY(dstacked) : NULL, d, NULL, pair_mask);
     return stack_backward(ctx, &sd, NULL, dt, saved);
 }
+
+/* ---- memory model: the allocations of stack_forward/stack_backward (memplan.h) --------------- */
+
+static int64_t plan_per_checkpoint(const mf_policy *p)
+{
+    mf_ctx c = {.policy = *p};
+    return blocks_per_checkpoint(&c);
+}
+
+void mf_evo_stack_plan_forward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                               int64_t num_blocks, bool saving, const mf_dropout_key *key)
+{
+    int64_t nm, nz;
+    mf_evo_block_stream_numel(b, n_seq, n_res, &nm, &nz);
+    const bool msa = nm > 0;
+    if (!saving) {
+        for (int64_t k = 0; k < num_blocks; k++) {
+            const mf_dropout_key kk = block_key(key, k);
+            mf_evo_block_plan_forward(s, b, n_seq, n_res, false, &kk);
+        }
+        return;
+    }
+    const int64_t per = plan_per_checkpoint(&s->policy);
+    if (per == 0) {
+        /* the copies of the input, then each block's output states (the next one's input) */
+        if (msa) mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nm);
+        mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nz);
+        for (int64_t k = 0; k < num_blocks; k++) {
+            if (k != num_blocks - 1) {
+                if (msa) mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nm);
+                mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nz);
+            }
+            const mf_dropout_key kk = block_key(key, k);
+            mf_evo_block_plan_forward(s, b, n_seq, n_res, true, &kk); /* recompute is off */
+        }
+        return;
+    }
+    const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
+    for (int64_t k = 0; k < num_blocks; k++) {
+        if (k % per == 0) {
+            if (msa) mf_memsim_tensor(s, MF_MEM_SAVED, sdt, nm);
+            mf_memsim_tensor(s, MF_MEM_SAVED, sdt, nz);
+        }
+        const mf_dropout_key kk = block_key(key, k);
+        mf_evo_block_plan_forward(s, b, n_seq, n_res, false, &kk);
+    }
+}
+
+void mf_evo_stack_plan_backward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                                int64_t num_blocks, const mf_dropout_key *key, bool dparams)
+{
+    int64_t nm, nz;
+    mf_evo_block_stream_numel(b, n_seq, n_res, &nm, &nz);
+    const bool msa = nm > 0;
+    const int64_t N = num_blocks, per = plan_per_checkpoint(&s->policy);
+    /* the blocks run under recompute off, as the real backward's local context */
+    const mf_policy outer = s->policy;
+    s->policy.recompute = MF_RECOMPUTE_OFF;
+    const mf_memsim_mark_t mark = mf_memsim_mark(s);
+    if (msa) mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, nm); /* the ping-pong gradient buffers */
+    mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, nz);
+    if (per == 0) {
+        for (int64_t k = N - 1; k >= 0; k--) {
+            const mf_dropout_key kk = block_key(key, k);
+            mf_evo_block_plan_backward(s, b, n_seq, n_res, &kk, dparams);
+        }
+    } else {
+        for (int64_t k0 = (N - 1) / per * per; k0 >= 0; k0 -= per) {
+            const int64_t k1 = k0 + per < N ? k0 + per : N;
+            const mf_memsim_mark_t gmark = mf_memsim_mark(s);
+            if (msa) mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, nm); /* restored checkpoint */
+            mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, nz);
+            for (int64_t k = k0; k < k1; k++) { /* rerun with saving: outputs and saved state */
+                if (msa) mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nm);
+                mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nz);
+                const mf_dropout_key kk = block_key(key, k);
+                mf_evo_block_plan_forward(s, b, n_seq, n_res, true, &kk);
+            }
+            for (int64_t k = k1 - 1; k >= k0; k--) {
+                const mf_dropout_key kk = block_key(key, k);
+                mf_evo_block_plan_backward(s, b, n_seq, n_res, &kk, dparams);
+            }
+            mf_memsim_release(s, gmark);
+        }
+    }
+    mf_memsim_release(s, mark);
+    s->policy = outer;
+}
+
+/* memfold's convention (evoformer_stack.h): a saving forward is a trained one */
+static mf_dropout_key plan_key(bool training)
+{
+    return training ? mf_dropout_key_training(0, 0, 0) : mf_dropout_key_inference();
+}
+
+void mf_evoformer_stack_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                     bool saving)
+{
+    mf_evo_block b;
+    mf_evoformer_block_layout(&b, d, false);
+    const mf_dropout_key key = plan_key(saving);
+    mf_evo_stack_plan_forward(s, &b, n_seq, n_res, num_blocks, saving, &key);
+}
+
+void mf_evoformer_stack_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                      bool dparams)
+{
+    mf_evo_block b;
+    mf_evoformer_block_layout(&b, d, false);
+    const mf_dropout_key key = plan_key(true);
+    mf_evo_stack_plan_backward(s, &b, n_seq, n_res, num_blocks, &key, dparams);
+}
+
+void mf_extra_msa_stack_plan_forward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                     bool saving)
+{
+    mf_evo_block b;
+    mf_evoformer_block_layout(&b, d, true);
+    const mf_dropout_key key = plan_key(saving);
+    mf_evo_stack_plan_forward(s, &b, n_extra, n_res, num_blocks, saving, &key);
+}
+
+void mf_extra_msa_stack_plan_backward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                      bool dparams)
+{
+    mf_evo_block b;
+    mf_evoformer_block_layout(&b, d, true);
+    const mf_dropout_key key = plan_key(true);
+    mf_evo_stack_plan_backward(s, &b, n_extra, n_res, num_blocks, &key, dparams);
+}
+
+void mf_template_pair_stack_plan_forward(mf_memsim *s, int64_t n_res,
+                                         const mf_template_pair_block_dims *d, int64_t num_blocks,
+                                         bool saving)
+{
+    mf_evo_block b;
+    mf_template_pair_block_layout(&b, d);
+    const mf_dropout_key key = plan_key(saving);
+    mf_evo_stack_plan_forward(s, &b, 0, n_res, num_blocks, saving, &key);
+}
+
+void mf_template_pair_stack_plan_backward(mf_memsim *s, int64_t n_res,
+                                          const mf_template_pair_block_dims *d, int64_t num_blocks,
+                                          bool dparams)
+{
+    mf_evo_block b;
+    mf_template_pair_block_layout(&b, d);
+    const mf_dropout_key key = plan_key(true);
+    mf_evo_stack_plan_backward(s, &b, 0, n_res, num_blocks, &key, dparams);
+}

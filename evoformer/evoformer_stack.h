@@ -82,4 +82,40 @@ mf_status mf_template_pair_stack_backward(mf_ctx *ctx, mf_tensor *dt,
                                           const mf_template_pair_block_params *stacked,
                                           const mf_template_pair_block_dims *d);
 
+/* ---- memory model (memopt/memplan.h) ---------------------------------------------------------
+ * The stacks' forward/backward replayed on a simulated arena under s->policy (recompute off,
+ * block or every:K; storage of the checkpoints; inplace and chunking inside the blocks), for f32
+ * streams m [n_seq, n_res, c_m] (n_extra rows for the extra-MSA stack) and z [n_res, n_res, c_z]
+ * (t [n_res, n_res, c_t] for one template). A saving forward leaves what the real one keeps
+ * (copies of the input and every block's states and saved activations, or the checkpoints);
+ * the backward, that of a saving forward under the same policy with every parameter gradient
+ * when dparams, leaves the simulated arena as it found it (the caller's dm, dz are not arena
+ * memory here). Dropout as memfold runs the stacks: a saving forward is a trained one, at d's
+ * rates (zero them for a run without dropout); no dropout without saving. */
+void mf_evoformer_stack_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                     bool saving);
+void mf_evoformer_stack_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                      bool dparams);
+void mf_extra_msa_stack_plan_forward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                     const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                     bool saving);
+void mf_extra_msa_stack_plan_backward(mf_memsim *s, int64_t n_extra, int64_t n_res,
+                                      const mf_evoformer_block_dims *d, int64_t num_blocks,
+                                      bool dparams);
+void mf_template_pair_stack_plan_forward(mf_memsim *s, int64_t n_res,
+                                         const mf_template_pair_block_dims *d, int64_t num_blocks,
+                                         bool saving);
+void mf_template_pair_stack_plan_backward(mf_memsim *s, int64_t n_res,
+                                          const mf_template_pair_block_dims *d, int64_t num_blocks,
+                                          bool dparams);
+/* The same for a stack of num_blocks copies of block layout b (mf_evoformer_block_layout,
+ * mf_template_pair_block_layout) under an explicit dropout key (NULL: none; the backward takes
+ * the forward's key). */
+void mf_evo_stack_plan_forward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                               int64_t num_blocks, bool saving, const mf_dropout_key *key);
+void mf_evo_stack_plan_backward(mf_memsim *s, const mf_evo_block *b, int64_t n_seq, int64_t n_res,
+                                int64_t num_blocks, const mf_dropout_key *key, bool dparams);
+
 #endif

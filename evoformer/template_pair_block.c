@@ -38,47 +38,56 @@ int mf_template_pair_block_param_specs(const mf_template_pair_block_dims *d, mf_
     return n;
 }
 
+void mf_template_pair_block_layout(mf_evo_block *b, const mf_template_pair_block_dims *d)
+{
+    *b = (mf_evo_block){.name = "template_pair_block", .nsteps = 5};
+    mf_evo_step *s = b->steps;
+    s[0] = (mf_evo_step){.kind = MF_EVO_STEP_TRIANGLE_ATTENTION_STARTING_NODE,
+                         .dims = &d->triangle_attention,
+                         .dropout_rate = d->triangle_attention_dropout_rate,
+                         .orientation = MF_DROPOUT_ROWWISE,
+                         .dropout_module = MF_DROPOUT_TRIANGLE_ATTENTION_STARTING_NODE};
+    s[1] = (mf_evo_step){.kind = MF_EVO_STEP_TRIANGLE_ATTENTION_ENDING_NODE,
+                         .dims = &d->triangle_attention,
+                         .dropout_rate = d->triangle_attention_dropout_rate,
+                         .orientation = MF_DROPOUT_COLUMNWISE,
+                         .dropout_module = MF_DROPOUT_TRIANGLE_ATTENTION_ENDING_NODE};
+    s[2] = (mf_evo_step){.kind = MF_EVO_STEP_TRIANGLE_MULTIPLICATION,
+                         .dims = &d->triangle_multiplication_outgoing,
+                         .dropout_rate = d->triangle_multiplication_dropout_rate,
+                         .orientation = MF_DROPOUT_ROWWISE,
+                         .dropout_module = MF_DROPOUT_TRIANGLE_MULTIPLICATION_OUTGOING};
+    s[3] = (mf_evo_step){.kind = MF_EVO_STEP_TRIANGLE_MULTIPLICATION,
+                         .dims = &d->triangle_multiplication_incoming,
+                         .dropout_rate = d->triangle_multiplication_dropout_rate,
+                         .orientation = MF_DROPOUT_ROWWISE,
+                         .dropout_module = MF_DROPOUT_TRIANGLE_MULTIPLICATION_INCOMING};
+    s[4] = (mf_evo_step){.kind = MF_EVO_STEP_PAIR_TRANSITION,
+                         .dims = &d->pair_transition,
+                         .dropout_rate = 0.0,
+                         .orientation = MF_DROPOUT_ROWWISE,
+                         .dropout_module = MF_DROPOUT_PAIR_TRANSITION};
+}
+
 void mf_template_pair_block_bind(mf_evo_block *b, const mf_template_pair_block_params *p,
                                  mf_template_pair_block_params *dp,
                                  const mf_template_pair_block_dims *d, const mf_tensor *pair_mask)
 {
-    *b = (mf_evo_block){.name = "template_pair_block", .nsteps = 5, .pair_mask = pair_mask};
+    mf_template_pair_block_layout(b, d);
+    b->pair_mask = pair_mask;
     mf_evo_step *s = b->steps;
-    s[0] = (mf_evo_step){MF_EVO_STEP_TRIANGLE_ATTENTION_STARTING_NODE,
-                         &p->triangle_attention_starting_node,
-                         dp ? &dp->triangle_attention_starting_node : NULL,
-                         &d->triangle_attention,
-                         d->triangle_attention_dropout_rate,
-                         MF_DROPOUT_ROWWISE,
-                         MF_DROPOUT_TRIANGLE_ATTENTION_STARTING_NODE};
-    s[1] = (mf_evo_step){MF_EVO_STEP_TRIANGLE_ATTENTION_ENDING_NODE,
-                         &p->triangle_attention_ending_node,
-                         dp ? &dp->triangle_attention_ending_node : NULL,
-                         &d->triangle_attention,
-                         d->triangle_attention_dropout_rate,
-                         MF_DROPOUT_COLUMNWISE,
-                         MF_DROPOUT_TRIANGLE_ATTENTION_ENDING_NODE};
-    s[2] = (mf_evo_step){MF_EVO_STEP_TRIANGLE_MULTIPLICATION,
-                         &p->triangle_multiplication_outgoing,
-                         dp ? &dp->triangle_multiplication_outgoing : NULL,
-                         &d->triangle_multiplication_outgoing,
-                         d->triangle_multiplication_dropout_rate,
-                         MF_DROPOUT_ROWWISE,
-                         MF_DROPOUT_TRIANGLE_MULTIPLICATION_OUTGOING};
-    s[3] = (mf_evo_step){MF_EVO_STEP_TRIANGLE_MULTIPLICATION,
-                         &p->triangle_multiplication_incoming,
-                         dp ? &dp->triangle_multiplication_incoming : NULL,
-                         &d->triangle_multiplication_incoming,
-                         d->triangle_multiplication_dropout_rate,
-                         MF_DROPOUT_ROWWISE,
-                         MF_DROPOUT_TRIANGLE_MULTIPLICATION_INCOMING};
-    s[4] = (mf_evo_step){MF_EVO_STEP_PAIR_TRANSITION,
-                         &p->pair_transition,
-                         dp ? &dp->pair_transition : NULL,
-                         &d->pair_transition,
-                         0.0,
-                         MF_DROPOUT_ROWWISE,
-                         MF_DROPOUT_PAIR_TRANSITION};
+    s[0].params = &p->triangle_attention_starting_node;
+    s[1].params = &p->triangle_attention_ending_node;
+    s[2].params = &p->triangle_multiplication_outgoing;
+    s[3].params = &p->triangle_multiplication_incoming;
+    s[4].params = &p->pair_transition;
+    if (dp) {
+        s[0].dparams = &dp->triangle_attention_starting_node;
+        s[1].dparams = &dp->triangle_attention_ending_node;
+        s[2].dparams = &dp->triangle_multiplication_outgoing;
+        s[3].dparams = &dp->triangle_multiplication_incoming;
+        s[4].dparams = &dp->pair_transition;
+    }
 }
 
 mf_status mf_template_pair_block_forward(mf_ctx *ctx, mf_tensor *t_out,
@@ -104,4 +113,26 @@ mf_template_pair_block_backward(mf_ctx *ctx, mf_tensor *dt_in, mf_template_pair_
     mf_evo_block b;
     mf_template_pair_block_bind(&b, p, dp, d, pair_mask);
     return mf_evo_block_backward(ctx, &b, NULL, dt_in, NULL, dt_out, saved);
+}
+
+/* ---- memory model ---------------------------------------------------------------------------- */
+
+void mf_template_pair_block_plan_forward(mf_memsim *s, int64_t n_res,
+                                         const mf_template_pair_block_dims *d, bool saving)
+{
+    mf_evo_block b;
+    mf_template_pair_block_layout(&b, d);
+    /* a saving forward is a trained one (evoformer_block.h) */
+    const mf_dropout_key key =
+        saving ? mf_dropout_key_training(0, 0, 0) : mf_dropout_key_inference();
+    mf_evo_block_plan_forward(s, &b, 0, n_res, saving, &key);
+}
+
+void mf_template_pair_block_plan_backward(mf_memsim *s, int64_t n_res,
+                                          const mf_template_pair_block_dims *d, bool dparams)
+{
+    mf_evo_block b;
+    mf_template_pair_block_layout(&b, d);
+    const mf_dropout_key key = mf_dropout_key_training(0, 0, 0);
+    mf_evo_block_plan_backward(s, &b, 0, n_res, &key, dparams);
 }

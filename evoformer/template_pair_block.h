@@ -46,6 +46,9 @@ typedef mf_evo_block_saved mf_template_pair_block_saved;
 
 int mf_template_pair_block_param_specs(const mf_template_pair_block_dims *d, mf_param_spec *out);
 
+/* The block's steps, dims and dropout without parameters or masks (for the memory model). */
+void mf_template_pair_block_layout(mf_evo_block *b, const mf_template_pair_block_dims *d);
+
 void mf_template_pair_block_bind(mf_evo_block *b, const mf_template_pair_block_params *p,
                                  mf_template_pair_block_params *dp,
                                  const mf_template_pair_block_dims *d, const mf_tensor *pair_mask);
@@ -64,5 +67,13 @@ mf_template_pair_block_backward(mf_ctx *ctx, mf_tensor *dt_in, mf_template_pair_
                                 const mf_tensor *dt_out, const mf_template_pair_block_saved *saved,
                                 const mf_tensor *pair_mask, const mf_template_pair_block_params *p,
                                 const mf_template_pair_block_dims *d);
+
+/* Memory model (memopt/memplan.h): the forward/backward above replayed on a simulated arena,
+ * t [n_res, n_res, c_t]; dropout as for mf_evoformer_block_plan_forward (a saving forward is a
+ * trained one, at d's rates). */
+void mf_template_pair_block_plan_forward(mf_memsim *s, int64_t n_res,
+                                         const mf_template_pair_block_dims *d, bool saving);
+void mf_template_pair_block_plan_backward(mf_memsim *s, int64_t n_res,
+                                          const mf_template_pair_block_dims *d, bool dparams);
 
 #endif

@@ -9,17 +9,28 @@
  * order; any difference is a replay error). Cases: random small shapes (sizes that are not
  * multiples of the chunk), chunk off/1/2/3/7/larger than the rows, storage f32/bf16, compute
  * f32/bf16; forward saving and forward only, with and without accumulation; backward with all
- * gradients, the input gradient only, the parameter gradients only and none. Blocks and stacks:
- * recompute off / block / every:2, inplace on/off at inference, dropout on/off. */
+ * gradients, the input gradient only, the parameter gradients only and none. Blocks and stacks
+ * (single blocks, and stacks of 3 so that every:2 ends on a partial group): recompute off / block /
+ * every:2, chunk off/3, storage f32/bf16, dropout on/off, training (forward saving, backward, and
+ * both composed on one simulator) and inference (saved NULL) with inplace on/off, plus a few
+ * larger blocks. A dropout mask is a small transient that never sets a block's peak (the module
+ * that follows takes more), so the dropout plan is checked on its own. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "evoformer/evoformer_stack.h"
 #include "evoformer/outer_product_mean.h"
 #include "evoformer/transition.h"
 #include "evoformer/triangle_multiplication.h"
 #include "memopt/memplan.h"
 #include "tests/support/mf_test.h"
+
+/* the block/stack case builder of test_evoformer_block.c (not all of it is used here) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "tests/evoformer_block_harness.inc"
+#pragma GCC diagnostic pop
 
 #define MAXP 32
 
@@ -276,6 +287,33 @@ static void case_tri_mul(const mf_policy *pol, int64_t N, int64_t c_z, int64_t c
     mf_arena_release(&g_data, dmark);
 }
 
+/* ---- dropout (its mask is arena scratch: the block plans place it, this checks its size) --- */
+
+static void case_dropout(int64_t a0, int64_t a1, int64_t C)
+{
+    snprintf(g_shape, sizeof g_shape, "x [%lld, %lld, %lld]", (long long)a0, (long long)a1,
+             (long long)C);
+    const mf_arena_mark_t dmark = mf_arena_mark(&g_data);
+    mf_tensor x = data_tensor(3, a0, a1, C, false);
+    const mf_dropout_key keys[2] = {mf_dropout_key_inference(),
+                                    mf_dropout_key_training(5, MF_DROPOUT_STACK_EVOFORMER, 0)};
+    const double rates[2] = {0.0, 0.25};
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < 2; r++)
+            for (int o = 0; o < 2; o++) {
+                const mf_dropout_orientation ori = o ? MF_DROPOUT_COLUMNWISE : MF_DROPOUT_ROWWISE;
+                const size_t base = measure_begin();
+                MF_TEST_OK(mf_dropout_forward(&g_ctx, &x, rates[r], ori, &keys[k],
+                                              MF_DROPOUT_MSA_ROW_ATTENTION));
+                const meas m = measure_end(base);
+                mf_memsim s;
+                sim_init(&s, &g_ctx.policy);
+                mf_dropout_plan_forward(&s, a0, a1, C, rates[r], ori, &keys[k]);
+                compare("dropout", &m, &s);
+            }
+    mf_arena_release(&g_data, dmark);
+}
+
 static void test_modules(void)
 {
     const long long c0 = g_cases;
@@ -292,10 +330,283 @@ static void test_modules(void)
                     case_transition(&pol, rnd(1, 9), k ? 1 : rnd(1, 6), rnd(2, 8), rnd(1, 4));
                     case_opm(&pol, rnd(1, 6), rnd(1, 9), rnd(2, 6), rnd(1, 4), rnd(2, 5));
                     case_tri_mul(&pol, rnd(1, 9), rnd(2, 6), rnd(1, 5), k == 0);
+                    if (ci == 0 && cmp == 0) case_dropout(rnd(1, 40), rnd(1, 40), rnd(1, 20));
                 }
                 mf_arena_release(&g_arena, mark);
             }
-    printf("modules: %lld comparisons (transition, outer product mean, triangle multiplication)\n",
+    printf("modules: %lld comparisons (transition, outer product mean, triangle multiplication, "
+           "dropout)\n",
+           g_cases - c0);
+}
+
+/* ---- blocks and stacks (block_engine.h, evoformer_stack.h) ------------------------------------
+ */
+
+static void block_layout(const h_case *c, mf_evo_block *b)
+{
+    if (c->kind == K_TEMPLATE_PAIR)
+        mf_template_pair_block_layout(b, &c->td);
+    else
+        mf_evoformer_block_layout(b, &c->ed, c->kind == K_EXTRA_MSA);
+}
+
+/* The public per-kind plans (memfold's convention: a saving forward is a trained one, with
+ * dropout at the dims' rates; none without saving). */
+static void simple_forward(mf_memsim *s, const h_case *c, bool saving)
+{
+    const int64_t S = c->sz.S, N = c->sz.N;
+    if (c->nblocks) {
+        if (c->kind == K_EVOFORMER)
+            mf_evoformer_stack_plan_forward(s, S, N, &c->ed, c->nblocks, saving);
+        else if (c->kind == K_EXTRA_MSA)
+            mf_extra_msa_stack_plan_forward(s, S, N, &c->ed, c->nblocks, saving);
+        else
+            mf_template_pair_stack_plan_forward(s, N, &c->td, c->nblocks, saving);
+    } else {
+        if (c->kind == K_EVOFORMER)
+            mf_evoformer_block_plan_forward(s, S, N, &c->ed, saving);
+        else if (c->kind == K_EXTRA_MSA)
+            mf_extra_msa_block_plan_forward(s, S, N, &c->ed, saving);
+        else
+            mf_template_pair_block_plan_forward(s, N, &c->td, saving);
+    }
+}
+
+static void simple_backward(mf_memsim *s, const h_case *c, bool dparams)
+{
+    const int64_t S = c->sz.S, N = c->sz.N;
+    if (c->nblocks) {
+        if (c->kind == K_EVOFORMER)
+            mf_evoformer_stack_plan_backward(s, S, N, &c->ed, c->nblocks, dparams);
+        else if (c->kind == K_EXTRA_MSA)
+            mf_extra_msa_stack_plan_backward(s, S, N, &c->ed, c->nblocks, dparams);
+        else
+            mf_template_pair_stack_plan_backward(s, N, &c->td, c->nblocks, dparams);
+    } else {
+        if (c->kind == K_EVOFORMER)
+            mf_evoformer_block_plan_backward(s, S, N, &c->ed, dparams);
+        else if (c->kind == K_EXTRA_MSA)
+            mf_extra_msa_block_plan_backward(s, S, N, &c->ed, dparams);
+        else
+            mf_template_pair_block_plan_backward(s, N, &c->td, dparams);
+    }
+}
+
+/* The engine-level plans with the case's own key. */
+static void general_forward(mf_memsim *s, const h_case *c, bool saving)
+{
+    mf_evo_block b;
+    block_layout(c, &b);
+    const int64_t S = h_has_msa(c) ? c->sz.S : 0, N = c->sz.N;
+    if (c->nblocks)
+        mf_evo_stack_plan_forward(s, &b, S, N, c->nblocks, saving, &c->key);
+    else
+        mf_evo_block_plan_forward(s, &b, S, N, saving, &c->key);
+}
+
+static void general_backward(mf_memsim *s, const h_case *c, bool dparams)
+{
+    mf_evo_block b;
+    block_layout(c, &b);
+    const int64_t S = h_has_msa(c) ? c->sz.S : 0, N = c->sz.N;
+    if (c->nblocks)
+        mf_evo_stack_plan_backward(s, &b, S, N, c->nblocks, &c->key, dparams);
+    else
+        mf_evo_block_plan_backward(s, &b, S, N, &c->key, dparams);
+}
+
+static void describe_case(const h_case *c, const char *mode)
+{
+    snprintf(g_shape, sizeof g_shape, "%s%s x%lld S %lld N %lld, dropout %s, %s",
+             h_kind_name[c->kind], c->nblocks ? " stack" : "",
+             (long long)(c->nblocks ? c->nblocks : 1), (long long)c->sz.S, (long long)c->sz.N,
+             c->key.training && (c->sz.rate_row > 0 || c->sz.rate_tri_mul > 0) ? "on" : "off",
+             mode);
+}
+
+/* Training: the forward with saving, then the backward (parameter gradients when dparams),
+ * each measured on its own, and the two composed on one simulator against the whole run. The
+ * case's key is a training key (dropout on when its rates are nonzero). */
+static void run_training(const h_case *c, const mf_policy *pol, bool dparams)
+{
+    describe_case(c, dparams ? "train, all gradients" : "train, input gradients only");
+    g_ctx.policy = *pol;
+    const mf_dtype dt = MF_F32;
+    void *P = h_copy_as(c->P, c->nparam, dt), *m = h_copy_as(c->m, c->nm, dt),
+         *z = h_copy_as(c->z, c->nz, dt), *mm = h_copy_as(c->msa_mask, c->nmask_m, dt),
+         *pm = h_copy_as(c->pair_mask, c->nmask_z, dt), *gm = h_copy_as(c->gm, c->nm, dt),
+         *gz = h_copy_as(c->gz, c->nz, dt), *dP = h_zeros(c->nparam, dt);
+    void *om = h_zeros(c->nm, dt), *oz = h_zeros(c->nz, dt), *dm = h_zeros(c->nm, dt),
+         *dz = h_zeros(c->nz, dt);
+    mf_tensor T[H_MAXP], dT[H_MAXP];
+    h_param_tensors(c, P, dt, T);
+    h_param_tensors(c, dP, dt, dT);
+    const h_inputs in = h_input_tensors(c, m, z, mm, pm, dt);
+    const mf_arena_mark_t mark = mf_arena_mark(&g_arena);
+    mf_evo_block_saved blocks[8];
+    mf_evo_stack_saved ssaved = {.blocks = blocks, .capacity = 8};
+    mf_evo_block_saved bsaved;
+    const size_t base0 = measure_begin();
+    size_t base = base0;
+    if (c->nblocks) {
+        memcpy(om, m, (size_t)c->nm * sizeof(float));
+        memcpy(oz, z, (size_t)c->nz * sizeof(float));
+        h_inputs out = h_input_tensors(c, om, oz, mm, pm, dt);
+        MF_TEST_OK(h_stack_forward(&g_ctx, c, T, &out.m, &out.z, &ssaved, &in));
+    } else {
+        h_inputs out = h_input_tensors(c, om, oz, mm, pm, dt);
+        MF_TEST_OK(h_block_forward(&g_ctx, c, T, &out.m, &out.z, &bsaved, &in));
+    }
+    const meas rf = measure_end(base);
+    base = measure_begin();
+    if (c->nblocks) {
+        h_inputs grad = h_input_tensors(c, gm, gz, mm, pm, dt);
+        MF_TEST_OK(
+            h_stack_backward(&g_ctx, c, T, dparams ? dT : NULL, &grad.m, &grad.z, &ssaved, &in));
+    } else {
+        h_inputs gout = h_input_tensors(c, gm, gz, mm, pm, dt);
+        h_inputs gin = h_input_tensors(c, dm, dz, mm, pm, dt);
+        MF_TEST_OK(h_block_backward(&g_ctx, c, T, dparams ? dT : NULL, &gin.m, &gin.z, &gout.m,
+                                    &gout.z, &bsaved, &in));
+    }
+    const meas rb = measure_end(base);
+    /* the whole step from the first offset: the forward's peak, or what it left plus the
+     * backward's */
+    const meas rall = {rf.peak > rf.left + rb.peak ? rf.peak : rf.left + rb.peak,
+                       rf.left + rb.left};
+    mf_arena_release(&g_arena, mark);
+    (void)base0;
+
+    mf_memsim s;
+    sim_init(&s, pol);
+    general_forward(&s, c, true);
+    compare("forward saving", &rf, &s);
+    sim_init(&s, pol);
+    general_backward(&s, c, dparams);
+    compare("backward", &rb, &s);
+    sim_init(&s, pol);
+    general_forward(&s, c, true);
+    general_backward(&s, c, dparams);
+    compare("forward + backward", &rall, &s);
+    sim_init(&s, pol);
+    simple_forward(&s, c, true);
+    compare("forward saving (per-kind plan)", &rf, &s);
+    sim_init(&s, pol);
+    simple_backward(&s, c, dparams);
+    compare("backward (per-kind plan)", &rb, &s);
+    free(P), free(m), free(z), free(mm), free(pm), free(gm), free(gz), free(dP);
+    free(om), free(oz), free(dm), free(dz);
+}
+
+/* Inference (saved NULL) under the case's key; the per-kind plan too when the key is an
+ * inference key. */
+static void run_inference(const h_case *c, const mf_policy *pol)
+{
+    describe_case(c, pol->inplace ? "inference, inplace" : "inference");
+    g_ctx.policy = *pol;
+    const mf_dtype dt = MF_F32;
+    void *P = h_copy_as(c->P, c->nparam, dt), *m = h_copy_as(c->m, c->nm, dt),
+         *z = h_copy_as(c->z, c->nz, dt), *mm = h_copy_as(c->msa_mask, c->nmask_m, dt),
+         *pm = h_copy_as(c->pair_mask, c->nmask_z, dt);
+    void *om = h_zeros(c->nm, dt), *oz = h_zeros(c->nz, dt);
+    const size_t base = measure_begin();
+    MF_TEST_OK(h_forward_only(&g_ctx, c, dt, P, m, z, mm, pm, om, oz));
+    const meas r = measure_end(base);
+    mf_memsim s;
+    sim_init(&s, pol);
+    general_forward(&s, c, false);
+    compare("forward only", &r, &s);
+    if (!c->key.training) {
+        sim_init(&s, pol);
+        simple_forward(&s, c, false);
+        compare("forward only (per-kind plan)", &r, &s);
+    }
+    free(P), free(m), free(z), free(mm), free(pm), free(om), free(oz);
+}
+
+static h_sizes block_sizes(int64_t N, bool dropout)
+{
+    h_sizes sz = {.S = 3,
+                  .N = N,
+                  .c_m = 6,
+                  .c_z = 4,
+                  .heads = 2,
+                  .c_hidden = 3,
+                  .factor = 2,
+                  .opm_c = 3,
+                  .tri_mul_c = 4};
+    if (dropout) {
+        sz.rate_row = 0.15;
+        sz.rate_col = 0.1; /* AF2 has 0; nonzero here to exercise the column-wise mask */
+        sz.rate_tri_mul = 0.25;
+        sz.rate_tri_att = 0.25;
+    }
+    return sz;
+}
+
+static void test_blocks(void)
+{
+    const long long c0 = g_cases;
+    static const struct {
+        mf_recompute rc;
+        int every;
+    } rcs[] = {{MF_RECOMPUTE_OFF, 0}, {MF_RECOMPUTE_BLOCK, 0}, {MF_RECOMPUTE_EVERY_K, 2}};
+    static const int64_t bchunks[] = {0, 3};
+    int n = 0;
+    for (int kind = 0; kind < 3; kind++)
+        for (int stack = 0; stack < 2; stack++)
+            for (int r = 0; r < 3; r++)
+                for (int ci = 0; ci < 2; ci++)
+                    for (int sto = 0; sto < 2; sto++)
+                        for (int drop = 0; drop < 2; drop++, n++) {
+                            /* stacks take every other storage/dropout combination */
+                            if (stack && ((sto + drop + ci) & 1)) continue;
+                            mf_policy pol = policy_of(bchunks[ci], sto ? MF_BF16 : MF_F32,
+                                                      n % 5 == 0 ? MF_BF16 : MF_F32);
+                            pol.recompute = rcs[r].rc;
+                            pol.recompute_every = rcs[r].every;
+                            const h_sizes sz = block_sizes(n & 1 ? 5 : 7, drop);
+                            h_case c;
+                            h_case_init(&c, (h_kind)kind, stack ? 3 : 0, &sz, 40 + (uint64_t)n);
+                            run_training(&c, &pol, (n / 2) % 2 == 0);
+                            if (r == 0) { /* inference: recompute plays no part */
+                                for (int inplace = 0; inplace < 2; inplace++) {
+                                    pol.inplace = inplace;
+                                    const mf_dropout_key train_key = c.key;
+                                    if (!drop) c.key = mf_dropout_key_inference();
+                                    run_inference(&c, &pol); /* with dropout when drop */
+                                    c.key = train_key;
+                                }
+                            }
+                            h_case_free(&c);
+                        }
+    /* a few larger blocks, where the matrix products' workspaces (oneDNN scratchpads, bf16
+     * operand copies) are no longer negligible */
+    for (int kind = 0; kind < 3; kind++)
+        for (int r = 0; r < 2; r++, n++) {
+            mf_policy pol = policy_of(r ? 11 : 0, r ? MF_BF16 : MF_F32, r ? MF_F32 : MF_BF16);
+            pol.recompute = r ? MF_RECOMPUTE_BLOCK : MF_RECOMPUTE_OFF;
+            h_sizes sz = {.S = 9,
+                          .N = 29,
+                          .c_m = 32,
+                          .c_z = 24,
+                          .heads = 4,
+                          .c_hidden = 8,
+                          .factor = 4,
+                          .opm_c = 8,
+                          .tri_mul_c = 24,
+                          .rate_row = 0.15,
+                          .rate_tri_mul = 0.25,
+                          .rate_tri_att = 0.25};
+            h_case c;
+            h_case_init(&c, (h_kind)kind, 0, &sz, 400 + (uint64_t)n);
+            run_training(&c, &pol, true);
+            pol.inplace = r;
+            run_inference(&c, &pol);
+            h_case_free(&c);
+        }
+    printf("blocks and stacks: %lld comparisons (Evoformer, extra-MSA, template pair; recompute "
+           "off/block/every:2; chunk off/3; storage f32/bf16; dropout on/off; inplace on/off)\n",
            g_cases - c0);
 }
 
@@ -304,6 +615,7 @@ int main(void)
     MF_TEST_OK(mf_test_ctx_cpu(&g_ctx, &g_arena, (size_t)256 << 20));
     MF_TEST_OK(mf_arena_init(&g_data, MF_DEV_CPU, (size_t)64 << 20, "data"));
     test_modules();
+    test_blocks();
     printf("memplan blocks: %lld comparisons, max |plan - real| = %zu bytes (largest peak %zu "
            "bytes)\n",
            g_cases, g_max_dev, g_max_peak);
