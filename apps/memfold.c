@@ -5,6 +5,8 @@
 #include "apps/commands.h"
 
 static const mf_command commands[] = {
+    {"ablate", "memory-policy ablation: train + predict per policy, memory and accuracy, report",
+     mf_cmd_ablate},
     {"bench", "benchmarks: time and peak memory of ops and blocks", mf_cmd_bench},
     {"config", "list presets, print or write a configuration", mf_cmd_config},
     {"eval", "compare a predicted structure with a reference: lDDT-Ca, lDDT, TM-score, GDT, RMSD",
