@@ -18,10 +18,29 @@ static bool reads_target(mf_evo_step_kind k)
     return k != MF_EVO_STEP_OUTER_PRODUCT_MEAN;
 }
 
-static mf_status module_forward(mf_ctx *ctx, const mf_evo_block *b, const mf_evo_step *s,
+/* The policy's per-module chunk sizes (memopt/policy.h) follow the step kinds' order. */
+_Static_assert((int)MF_EVO_STEP_MSA_ROW_ATTENTION == (int)MF_CHUNK_MSA_ROW_ATTENTION &&
+                   (int)MF_EVO_STEP_MSA_COLUMN_GLOBAL_ATTENTION ==
+                       (int)MF_CHUNK_MSA_COLUMN_GLOBAL_ATTENTION &&
+                   (int)MF_EVO_STEP_OUTER_PRODUCT_MEAN == (int)MF_CHUNK_OUTER_PRODUCT_MEAN &&
+                   (int)MF_EVO_STEP_TRIANGLE_ATTENTION_ENDING_NODE ==
+                       (int)MF_CHUNK_TRIANGLE_ATTENTION_ENDING_NODE &&
+                   (int)MF_EVO_STEP_PAIR_TRANSITION == (int)MF_CHUNK_PAIR_TRANSITION,
+               "step kinds and mf_chunk_op out of step");
+
+/* ctx with the chunk size of the step's module (policy.op_chunk, else policy.chunk_size). */
+static mf_ctx step_ctx(const mf_ctx *ctx, const mf_evo_step *s)
+{
+    mf_ctx local = *ctx;
+    local.policy.chunk_size = mf_policy_op_chunk(&ctx->policy, (mf_chunk_op)s->kind);
+    return local;
+}
+
+static mf_status module_forward(mf_ctx *ctx0, const mf_evo_block *b, const mf_evo_step *s,
                                 mf_tensor *out, bool accumulate, mf_evo_module_saved *sv,
                                 const mf_tensor *m, const mf_tensor *z)
 {
+    mf_ctx local = step_ctx(ctx0, s), *ctx = &local;
     switch (s->kind) {
     case MF_EVO_STEP_MSA_ROW_ATTENTION:
         return mf_msa_row_attention_with_pair_bias_forward(
@@ -61,11 +80,12 @@ static mf_status module_forward(mf_ctx *ctx, const mf_evo_block *b, const mf_evo
 
 /* dm, dz: the gradients of the module's inputs m and z (accumulated; the module uses those of
  * the inputs it has). */
-static mf_status module_backward(mf_ctx *ctx, const mf_evo_block *b, const mf_evo_step *s,
+static mf_status module_backward(mf_ctx *ctx0, const mf_evo_block *b, const mf_evo_step *s,
                                  mf_tensor *dm, mf_tensor *dz, const mf_tensor *dout,
                                  const mf_evo_module_saved *sv, const mf_tensor *m,
                                  const mf_tensor *z)
 {
+    mf_ctx local = step_ctx(ctx0, s), *ctx = &local;
     switch (s->kind) {
     case MF_EVO_STEP_MSA_ROW_ATTENTION:
         return mf_msa_row_attention_with_pair_bias_backward(
@@ -578,8 +598,32 @@ static void plan_dropout(mf_memsim *s, const plan_shape *p, int t, const mf_evo_
         mf_dropout_plan_forward(s, p->N, p->N, p->c_z, st->dropout_rate, st->orientation, key);
 }
 
+/* The plans run under the step's chunk size, as module_forward/module_backward do. */
+static void plan_module_forward_inner(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
+                                      bool saving, bool accumulate);
+static void plan_module_backward_inner(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
+                                       bool dparams);
+
 static void plan_module_forward(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
                                 bool saving, bool accumulate)
+{
+    const int64_t keep = s->policy.chunk_size;
+    s->policy.chunk_size = mf_policy_op_chunk(&s->policy, (mf_chunk_op)st->kind);
+    plan_module_forward_inner(s, p, st, saving, accumulate);
+    s->policy.chunk_size = keep;
+}
+
+static void plan_module_backward(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
+                                 bool dparams)
+{
+    const int64_t keep = s->policy.chunk_size;
+    s->policy.chunk_size = mf_policy_op_chunk(&s->policy, (mf_chunk_op)st->kind);
+    plan_module_backward_inner(s, p, st, dparams);
+    s->policy.chunk_size = keep;
+}
+
+static void plan_module_forward_inner(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
+                                      bool saving, bool accumulate)
 {
     const int64_t S = p->S, N = p->N;
     switch (st->kind) {
@@ -614,8 +658,8 @@ static void plan_module_forward(mf_memsim *s, const plan_shape *p, const mf_evo_
 }
 
 /* module_backward as backward_saved calls it: every input gradient the module has is given */
-static void plan_module_backward(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
-                                 bool dparams)
+static void plan_module_backward_inner(mf_memsim *s, const plan_shape *p, const mf_evo_step *st,
+                                       bool dparams)
 {
     const int64_t S = p->S, N = p->N;
     switch (st->kind) {
