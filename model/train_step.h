@@ -48,6 +48,7 @@
 #include <stdint.h>
 
 #include "eval/compare.h"
+#include "memopt/memplan.h"
 #include "model/alphafold.h"
 #include "model/loss.h"
 
@@ -120,6 +121,36 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
 mf_status mf_train_step(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphafold_model *g,
                         const mf_processed_features *f, const mf_train_step_options *opt,
                         mf_train_step_result *res, mf_train_step_outputs *outs);
+
+/* ---- memory model (memopt/memplan.h; train_step_memplan.c) --------------------------------- */
+
+typedef struct {
+    bool gradients;   /* the backward runs (mf_train_step with g != NULL) */
+    bool dropout;     /* mf_train_step_options.dropout (only whether each dropout is active
+                         decides an allocation) */
+    float resolution; /* the sample's: whether the pLDDT loss's backward takes scratch; < 0: one
+                         inside cfg's pLDDT resolution filter */
+} mf_train_step_plan_options;
+
+/* Gradients, no dropout, a resolution inside the filter. */
+mf_train_step_plan_options mf_train_step_plan_default_options(void);
+
+/* mf_train_step replayed on a simulated arena under s->policy: `iterations` iterations (the
+ * features' recycling count; the first iterations - 1 as mf_alphafold_inference, the last one
+ * trained: forward with saved activations, both losses, backward to every parameter) of a sample
+ * with n_res residues, n_seq MSA clusters, n_extra extra-MSA rows (0: the one masked padding row)
+ * and n_templ templates (ignored when m has templates disabled). m: dims only
+ * (mf_alphafold_model_dims from a configuration, or a bound model). Leaves s->cur where it was;
+ * s->peak - s->cur (on a fresh simulator: s->peak) is what mf_train_step reports as
+ * res->arena_peak. opt NULL: mf_train_step_plan_default_options(). */
+void mf_train_step_plan(mf_memsim *s, const mf_alphafold_model *m, int64_t n_res, int64_t n_seq,
+                        int64_t n_extra, int64_t n_templ, int64_t iterations,
+                        const mf_train_step_plan_options *opt);
+
+/* The model state's bytes as model/param_store.c (parameters loaded into an arena: one block per
+ * array) and train/optimizer.c (with training: the flat gradient buffer, Adam's m and v and the
+ * EMA copy) allocate them in an arena, from cfg's parameter tables. 0 for an invalid cfg. */
+size_t mf_model_state_bytes(const mf_config *cfg, bool training);
 
 /* ---- dump and check (train_step_io.c) ------------------------------------------------------ */
 

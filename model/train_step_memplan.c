@@ -1,0 +1,367 @@
+/* The memory model of one training step (train_step.h: mf_train_step_plan, mf_model_state_bytes):
+ * the arena allocations of model/train_step.c's mf_train_step replayed in its order on a
+ * simulated arena, composed of the module plans (embedders_memplan.h, evoformer_stack.h,
+ * template_pointwise_attention.h, heads_memplan.h for the structure module, heads and loss), and
+ * the model state's bytes from the parameter tables. */
+#include <string.h>
+
+#include "evoformer/evoformer_block.h"
+#include "evoformer/evoformer_stack.h"
+#include "evoformer/template_pair_block.h"
+#include "model/alphafold_memplan.h"
+#include "model/embedders_memplan.h"
+#include "model/heads_memplan.h"
+#include "model/train_step.h"
+
+/* train_step.c keeps its state in a `trainer` struct taken from the arena (mf_train_iteration's
+ * first allocation); its type is private to that file, so its layout is repeated here member for
+ * member: only its size matters (rounded to MF_ARENA_ALIGN). test_memplan_train_step's exact
+ * peak comparison catches a drift. */
+typedef struct {
+    mf_ctx *ctx;
+    const mf_alphafold_model *m;
+    mf_alphafold_model *g;
+    const mf_processed_features *f;
+    const mf_train_step_options *opt;
+    const mf_recycled_state *prev;
+    mf_dtype dt;
+    int64_t slice;
+    uint32_t recycle;
+    int64_t N, S, E, E_run, T, Tr;
+    mf_tensor aatype, residue_index, seq_mask, target_feat, msa_feat, msa_mask_in;
+    mf_tensor extra_msa, extra_msa_mask, extra_has_deletion, extra_deletion_value;
+    mf_tensor t_aatype, t_positions, t_atom_mask, t_pseudo_beta, t_pseudo_beta_mask, t_mask;
+    mf_tensor t_sin_cos, t_alt_sin_cos, t_torsion_mask;
+    mf_tensor relpos_bins, pair_mask, rec_bins, m1u, z0, msa, msa_mask;
+    mf_recycling_embedder_saved rec_saved;
+    mf_input_embedder_saved in_saved;
+    mf_tensor t_stack, t_ln, t_ln_mean, t_ln_rstd, angle_feat, z1;
+    mf_evo_stack_saved *t_saved;
+    mf_template_pointwise_attention_saved tpa_saved;
+    mf_template_single_embedder_saved ts_saved;
+    mf_tensor a, extra_mask;
+    mf_evo_stack_saved extra_saved;
+    mf_tensor z2, single;
+    mf_evo_stack_saved evo_saved;
+    mf_structure_module_outputs so;
+    mf_structure_module_saved *sm_saved;
+    mf_tensor dist_logits, msa_logits, er_logits, lddt_logits, pae_logits;
+    mf_linear_head_saved dist_saved, msa_head_saved, er_saved, pae_saved;
+    mf_predicted_lddt_head_saved lddt_saved;
+    mf_loss_batch batch;
+    mf_loss_outputs lo;
+} train_state_layout;
+
+mf_train_step_plan_options mf_train_step_plan_default_options(void)
+{
+    return (mf_train_step_plan_options){.gradients = true, .dropout = false, .resolution = -1.0f};
+}
+
+static void f32(mf_memsim *s, mf_mem_kind k, int64_t n)
+{
+    mf_memsim_tensor(s, k, MF_F32, n);
+}
+
+static void i32(mf_memsim *s, mf_mem_kind k, int64_t n)
+{
+    mf_memsim_tensor(s, k, MF_I32, n);
+}
+
+static int64_t slice_rows(const mf_memsim *s, int64_t rows)
+{
+    const int64_t c = s->policy.chunk_size;
+    return c > 0 && c < rows ? c : rows;
+}
+
+/* train_step.c stack_saved: the block states of a stack (host structs from the arena). */
+static void plan_stack_saved(mf_memsim *s, int64_t num_blocks)
+{
+    if (num_blocks > 0)
+        mf_memsim_alloc(s, MF_MEM_SAVED, sizeof(mf_evo_block_saved) * (size_t)num_blocks);
+}
+
+/* The sizes of the trained iteration. */
+typedef struct {
+    const mf_alphafold_model *m;
+    const mf_train_step_plan_options *o;
+    int64_t N, S, E_run, T, Tr, recycle;
+    bool extra_empty; /* no extra-MSA row: one fully masked row */
+} shape;
+
+static mf_dropout_key stack_key(const shape *x, uint32_t stack)
+{
+    /* only whether each dropout is active decides an allocation, not the seed */
+    return x->o->dropout ? mf_dropout_key_training(0, stack, (uint32_t)x->recycle)
+                         : mf_dropout_key_inference();
+}
+
+/* mf_train_recycled_state: the outputs of `iterations` inference iterations (left allocated) or
+ * AF2's zeros. */
+static void plan_recycled_state(mf_memsim *s, const shape *x, int64_t n_extra, int64_t iterations)
+{
+    const mf_alphafold_model *m = x->m;
+    const int64_t N = x->N, Cm = m->cfg.channels.c_m, Cz = m->cfg.channels.c_z;
+    if (iterations <= 0) {
+        f32(s, MF_MEM_ACTS, N * Cm);
+        f32(s, MF_MEM_ACTS, N * N * Cz);
+        f32(s, MF_MEM_ACTS, N * 37 * 3);
+        return;
+    }
+    const mf_memplan_shape sh = {.n_res = N,
+                                 .n_seq = x->S,
+                                 .n_extra = n_extra,
+                                 .n_templ = x->T,
+                                 .iterations = iterations,
+                                 .training = false,
+                                 .all_heads = false};
+    /* The inference's peak, then what mf_alphafold_inference leaves allocated for its caller
+     * (alloc_outputs without the all_heads logits, the relative-position bins and the pair
+     * mask), whether or not the inference plan itself keeps them. */
+    mf_memsim_mark_t mark = mf_memsim_mark(s);
+    mf_alphafold_plan_inference(s, m, &sh);
+    mf_memsim_release(s, mark);
+    const mf_heads_dims *hd = &m->heads_dims;
+    const int64_t L = m->sm_dims.num_layer, Cs = m->cfg.channels.c_s;
+    f32(s, MF_MEM_ACTS, N * 37 * 3);
+    f32(s, MF_MEM_ACTS, N * 37);
+    f32(s, MF_MEM_ACTS, N * hd->plddt_num_bins);
+    f32(s, MF_MEM_ACTS, N);
+    if (m->pae_head) f32(s, MF_MEM_ACTS, N * N * hd->pae_num_bins);
+    f32(s, MF_MEM_ACTS, N * Cs);
+    f32(s, MF_MEM_ACTS, N * Cm);
+    f32(s, MF_MEM_ACTS, L * N * 7);
+    f32(s, MF_MEM_ACTS, L * N * 14 * 3);
+    f32(s, MF_MEM_ACTS, L * N * MF_NUM_TORSIONS * 2);
+    f32(s, MF_MEM_ACTS, N * Cs);
+    f32(s, MF_MEM_ACTS, N * N * Cz);
+    i32(s, MF_MEM_ACTS, N * N);
+    f32(s, MF_MEM_ACTS, N * N);
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+
+static void plan_forward_embedders(mf_memsim *s, const shape *x)
+{
+    const mf_alphafold_model *m = x->m;
+    const int64_t N = x->N, S = x->S, Cm = m->input_dims.c_m, Cz = m->input_dims.c_z;
+    i32(s, MF_MEM_ACTS, N * N); /* relpos bins */
+    f32(s, MF_MEM_ACTS, N * N); /* pair mask */
+    f32(s, MF_MEM_ACTS, N * 3); /* previous pseudo-beta */
+    i32(s, MF_MEM_ACTS, N * N); /* recycling bins */
+    f32(s, MF_MEM_ACTS, N * Cm);
+    f32(s, MF_MEM_ACTS, N * N * Cz);
+    mf_recycling_embedder_plan_forward(s, N, &m->recycling_dims, true, false);
+    f32(s, MF_MEM_ACTS, (S + x->Tr) * N * Cm);
+    mf_input_embedder_plan_forward(s, S, N, &m->input_dims, true, true);
+    f32(s, MF_MEM_ACTS, (S + x->Tr) * N); /* MSA mask */
+}
+
+static void plan_forward_templates(mf_memsim *s, const shape *x)
+{
+    const mf_alphafold_model *m = x->m;
+    const int64_t N = x->N, T = x->T;
+    if (T == 0) return;
+    const int64_t Ct = m->template_pair_dims.c_t, F = m->template_pair_dims.pair_feat_dim;
+    f32(s, MF_MEM_ACTS, T * N * N * Ct);  /* pair stacks */
+    f32(s, MF_MEM_SAVED, T * N * N * Ct); /* their output layer norms */
+    f32(s, MF_MEM_SAVED, T * N * N);
+    f32(s, MF_MEM_SAVED, T * N * N);
+    mf_memsim_alloc(s, MF_MEM_SAVED, sizeof(mf_evo_stack_saved) * (size_t)T);
+    mf_evo_block b;
+    mf_template_pair_block_layout(&b, &m->template_stack_dims);
+    const int64_t cr = slice_rows(s, N);
+    for (int64_t t = 0; t < T; t++) {
+        mf_memsim_mark_t fm = mf_memsim_mark(s);
+        f32(s, MF_MEM_WORK, cr * N * F);
+        for (int64_t i0 = 0; i0 < N; i0 += cr) {
+            const int64_t c = N - i0 < cr ? N - i0 : cr;
+            mf_template_pair_embedder_plan_forward(s, c, N, &m->template_pair_dims, false, false);
+        }
+        mf_memsim_release(s, fm);
+        plan_stack_saved(s, m->template_stack_blocks);
+        if (m->template_stack_blocks > 0) {
+            mf_dropout_key key = stack_key(x, MF_DROPOUT_STACK_TEMPLATE_PAIR);
+            key.instance = (uint32_t)t;
+            mf_evo_stack_plan_forward(s, &b, 0, N, m->template_stack_blocks, true, &key);
+        }
+    }
+    f32(s, MF_MEM_ACTS, N * N * m->input_dims.c_z); /* z1 */
+    mf_template_pointwise_attention_plan_forward(s, T, N, &m->template_pointwise_dims, true, false);
+    if (x->Tr > 0) {
+        f32(s, MF_MEM_SAVED, T * N * m->template_single_dims.angle_feat_dim);
+        mf_template_single_embedder_plan_forward(s, T, N, &m->template_single_dims, true, false);
+    }
+}
+
+/* train_step.c extra_feature: the 25-channel feature, zero-filled. */
+static void plan_extra_feature(mf_memsim *s, const shape *x)
+{
+    f32(s, MF_MEM_WORK, x->E_run * x->N * x->m->extra_msa_dims.extra_msa_feat_dim);
+}
+
+static void plan_forward_extra_msa(mf_memsim *s, const shape *x)
+{
+    const mf_alphafold_model *m = x->m;
+    const int64_t N = x->N, E = x->E_run;
+    f32(s, MF_MEM_ACTS, E * N * m->extra_msa_dims.c_e);
+    if (x->extra_empty) f32(s, MF_MEM_ACTS, E * N); /* the padding row's mask */
+    mf_memsim_mark_t fm = mf_memsim_mark(s);
+    plan_extra_feature(s, x);
+    mf_extra_msa_embedder_plan_forward(s, E, N, &m->extra_msa_dims, false, false);
+    mf_memsim_release(s, fm);
+    plan_stack_saved(s, m->extra_stack_blocks);
+    if (m->extra_stack_blocks > 0) {
+        mf_evo_block b;
+        mf_evoformer_block_layout(&b, &m->extra_stack_dims, true);
+        const mf_dropout_key key = stack_key(x, MF_DROPOUT_STACK_EXTRA_MSA);
+        mf_evo_stack_plan_forward(s, &b, E, N, m->extra_stack_blocks, true, &key);
+    }
+}
+
+static void plan_forward_evoformer(mf_memsim *s, const shape *x)
+{
+    const mf_alphafold_model *m = x->m;
+    const int64_t N = x->N;
+    /* without recomputation the Evoformer gets its own copy of the extra-MSA stack's output */
+    if (s->policy.recompute == MF_RECOMPUTE_OFF && m->extra_stack_blocks > 0)
+        f32(s, MF_MEM_ACTS, N * N * m->cfg.channels.c_z);
+    plan_stack_saved(s, m->evoformer_blocks);
+    if (m->evoformer_blocks > 0) {
+        mf_evo_block b;
+        mf_evoformer_block_layout(&b, &m->evoformer_dims, false);
+        const mf_dropout_key key = stack_key(x, MF_DROPOUT_STACK_EVOFORMER);
+        mf_evo_stack_plan_forward(s, &b, x->S + x->Tr, N, m->evoformer_blocks, true, &key);
+    }
+    f32(s, MF_MEM_ACTS, N * m->cfg.channels.c_s); /* single */
+    mf_plan_linear_forward(s, N, m->cfg.channels.c_m, m->cfg.channels.c_s, true, false);
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+static void plan_backward(mf_memsim *s, const shape *x, float resolution)
+{
+    const mf_alphafold_model *m = x->m;
+    const int64_t N = x->N, S = x->S, T = x->T, Cz = m->cfg.channels.c_z;
+    mf_train_plan_loss_backward(s, S, N, &m->sm_dims, &m->heads_dims, m->pae_head, &m->cfg,
+                                resolution);
+    f32(s, MF_MEM_ACTS, (S + x->Tr) * N * m->cfg.channels.c_m); /* dmsa */
+    f32(s, MF_MEM_ACTS, N * N * Cz);                            /* dz */
+    mf_train_plan_output_backward(s, S, N, m->cfg.channels.c_m, &m->sm_dims, &m->heads_dims,
+                                  m->pae_head, x->o->dropout);
+    if (m->evoformer_blocks > 0) {
+        mf_evo_block b;
+        mf_evoformer_block_layout(&b, &m->evoformer_dims, false);
+        const mf_dropout_key key = stack_key(x, MF_DROPOUT_STACK_EVOFORMER);
+        mf_evo_stack_plan_backward(s, &b, S + x->Tr, N, m->evoformer_blocks, &key, true);
+    }
+    if (x->Tr > 0)
+        mf_template_single_embedder_plan_backward(s, T, N, &m->template_single_dims, false, true);
+    f32(s, MF_MEM_ACTS, x->E_run * N * m->extra_msa_dims.c_e); /* da */
+    if (m->extra_stack_blocks > 0) {
+        mf_evo_block b;
+        mf_evoformer_block_layout(&b, &m->extra_stack_dims, true);
+        const mf_dropout_key key = stack_key(x, MF_DROPOUT_STACK_EXTRA_MSA);
+        mf_evo_stack_plan_backward(s, &b, x->E_run, N, m->extra_stack_blocks, &key, true);
+    }
+    {
+        mf_memsim_mark_t fm = mf_memsim_mark(s);
+        plan_extra_feature(s, x);
+        mf_extra_msa_embedder_plan_backward(s, x->E_run, N, &m->extra_msa_dims, false, true);
+        mf_memsim_release(s, fm);
+    }
+    if (T > 0) {
+        const int64_t Ct = m->template_pair_dims.c_t, F = m->template_pair_dims.pair_feat_dim;
+        f32(s, MF_MEM_ACTS, N * N * Cz);     /* dz0 */
+        f32(s, MF_MEM_ACTS, T * N * N * Ct); /* dt_ln */
+        mf_template_pointwise_attention_plan_backward(s, T, N, &m->template_pointwise_dims, true,
+                                                      true, true);
+        f32(s, MF_MEM_ACTS, N * N * Ct); /* one template's gradient at a time */
+        mf_evo_block b;
+        mf_template_pair_block_layout(&b, &m->template_stack_dims);
+        const int64_t cr = slice_rows(s, N);
+        for (int64_t t = T - 1; t >= 0; t--) {
+            if (m->template_stack_blocks > 0) {
+                mf_dropout_key key = stack_key(x, MF_DROPOUT_STACK_TEMPLATE_PAIR);
+                key.instance = (uint32_t)t;
+                mf_evo_stack_plan_backward(s, &b, 0, N, m->template_stack_blocks, &key, true);
+            }
+            mf_memsim_mark_t fm = mf_memsim_mark(s);
+            f32(s, MF_MEM_WORK, cr * N * F);
+            for (int64_t i0 = 0; i0 < N; i0 += cr) {
+                const int64_t c = N - i0 < cr ? N - i0 : cr;
+                mf_template_pair_embedder_plan_backward(s, c, N, &m->template_pair_dims, false,
+                                                        true);
+            }
+            mf_memsim_release(s, fm);
+        }
+    }
+    mf_input_embedder_plan_backward(s, S, N, &m->input_dims, true, true, false, false, true);
+    mf_recycling_embedder_plan_backward(s, N, &m->recycling_dims, true, true, true);
+}
+
+/* ---- entry points -------------------------------------------------------------------------- */
+
+void mf_train_step_plan(mf_memsim *s, const mf_alphafold_model *m, int64_t n_res, int64_t n_seq,
+                        int64_t n_extra, int64_t n_templ, int64_t iterations,
+                        const mf_train_step_plan_options *opt)
+{
+    const mf_train_step_plan_options defaults = mf_train_step_plan_default_options();
+    if (!opt) opt = &defaults;
+    const int64_t n = iterations > 0 ? iterations : 1;
+    const int64_t T = m->templates && n_templ > 0 ? n_templ : 0;
+    const shape x = {.m = m,
+                     .o = opt,
+                     .N = n_res,
+                     .S = n_seq,
+                     .E_run = n_extra > 0 ? n_extra : 1,
+                     .T = T,
+                     .Tr = m->template_torsions ? T : 0,
+                     .recycle = n - 1,
+                     .extra_empty = n_extra <= 0};
+    float resolution = opt->resolution;
+    if (resolution < 0) /* a resolution inside the pLDDT loss's filter */
+        resolution =
+            (float)(0.5 * (m->cfg.loss.plddt_min_resolution + m->cfg.loss.plddt_max_resolution));
+    mf_memsim_mark_t step = mf_memsim_mark(s);
+    plan_recycled_state(s, &x, n_extra, n - 1);
+    /* mf_train_iteration */
+    mf_memsim_mark_t it = mf_memsim_mark(s);
+    mf_memsim_alloc(s, MF_MEM_ACTS, sizeof(train_state_layout));
+    plan_forward_embedders(s, &x);
+    plan_forward_templates(s, &x);
+    plan_forward_extra_msa(s, &x);
+    plan_forward_evoformer(s, &x);
+    mf_train_plan_output_forward(s, x.S, x.N, &m->sm_dims, &m->heads_dims, m->pae_head,
+                                 opt->dropout);
+    mf_train_plan_loss(s, x.S, x.N, m->sm_dims.num_layer, &m->cfg);
+    if (opt->gradients) plan_backward(s, &x, resolution);
+    mf_memsim_release(s, it);
+    mf_memsim_release(s, step);
+}
+
+/* ---- model state ---------------------------------------------------------------------------- */
+
+size_t mf_model_state_bytes(const mf_config *cfg, bool training)
+{
+    mf_param_expect_list l;
+    mf_param_expect_list_init(&l);
+    if (!cfg || mf_alphafold_expected_params(cfg, &l) != MF_OK) {
+        mf_param_expect_list_free(&l);
+        return 0;
+    }
+    size_t params = 0;
+    int64_t total = 0;
+    for (int i = 0; i < l.count; i++) {
+        int64_t n = 1;
+        for (int k = 0; k < l.items[i].ndim; k++) n *= l.items[i].shape[k];
+        /* param_store.c adopt_array: one arena block per array, at least one byte */
+        const size_t bytes = (size_t)n * sizeof(float);
+        params += mf_mem_round(bytes ? bytes : 1);
+        total += n;
+    }
+    mf_param_expect_list_free(&l);
+    if (!training) return params;
+    /* optimizer.c: the flat gradient buffer, Adam's m and v, the EMA copy */
+    const size_t flat = (size_t)total * sizeof(float);
+    return params + 4 * mf_mem_round(flat ? flat : 1);
+}
