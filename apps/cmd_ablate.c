@@ -146,8 +146,8 @@ static void ablate_usage(FILE *f)
         "memplan is run as `memfold memplan --config RUN/config.json --mode train|infer\n"
         "--nres N --nseq S --nextra E --ntempl T [--iterations I] --chunk N --recompute R\n"
         "--storage S --compute C --offload on|off --json`, for train the largest sample of the\n"
-        "data (N = min(crop_size, longest chain), S and E the MSA rows split into clusters and\n"
-        "extra rows within the config's limits, T its templates, I = num_recycle + 1, the most\n"
+        "data (N = min(crop_size, longest chain), S and E the config's cluster and extra rows, to\n"
+        "which training pads the MSA, T its templates, I = num_recycle + 1, the most\n"
         "iterations a step runs), for infer the target (N its length, S = 1, E = T = 0: a FASTA\n"
         "query alone); peak_bytes of its JSON is compared with the arena peak. When memplan is\n"
         "missing or fails the value is n/a and ablate.json says why.\n"
@@ -735,9 +735,15 @@ static mf_status training_extent(const char *path, const mf_config *cfg, sample_
         st = mf_loader_read_chain(l, c, &raw);
         if (st != MF_OK) break;
         const int64_t nres = raw.chain_length < d->crop_size ? raw.chain_length : d->crop_size;
-        const int64_t nseq = raw.num_seq < d->max_msa_clusters ? raw.num_seq : d->max_msa_clusters;
+        int64_t nseq = raw.num_seq < d->max_msa_clusters ? raw.num_seq : d->max_msa_clusters;
         int64_t nextra = raw.num_seq - nseq, ntempl = raw.num_templates;
         if (nextra > d->max_extra_msa) nextra = d->max_extra_msa;
+        if (lo.pipeline.pad_msa_rows) {
+            /* training pads the cluster and extra rows to the config's sizes (AF2's fixed
+             * sizes; data/pipeline.h) */
+            nseq = d->max_msa_clusters;
+            nextra = d->max_extra_msa;
+        }
         if (ntempl > d->max_templates) ntempl = d->max_templates;
         if (!cfg->template_embedding.enabled) ntempl = 0;
         if (nres > e->nres) e->nres = nres;

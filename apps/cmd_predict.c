@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "apps/commands.h"
+#include "model/memplan_model.h"
 #include "core/ops.h"
 #include "data/fasta.h"
 #include "data/pipeline.h"
@@ -35,7 +36,9 @@ static void predict_usage(FILE *f)
         "                       (--params P [--params P2 ...] | --random-init SEED --config C)\n"
         "                       [--template-hits X.hhr --template-mmcif-dir DIR\n"
         "                        [--max-template-date YYYY-MM-DD] [--max-templates N]]\n"
-        "                       [--config C] [--structure-layers N] [--recycles N] [--chunk N]\n"
+        "                       [--config C] [--structure-layers N] [--recycles N] [--chunk "
+        "N|auto]\n"
+        "                       [--mem-budget G]\n"
         "                       [--recycle-early-stop TOL]\n"
         "                       [--storage f32|bf16] [--compute f32|bf16] [--inplace on|off]\n"
         "                       [--dump OUT.h5 [--dump-intermediates]] [--check REF.h5]\n"
@@ -69,6 +72,9 @@ static void predict_usage(FILE *f)
         "                       recycle_early_stop_tolerance); compared from the second\n"
         "                       iteration on, so at least 2 run (default: off, all run)\n"
         "  --chunk N            rows per slice in attention/transitions (0 = off)\n"
+        "  --chunk auto --mem-budget G   per module, the largest chunk that keeps the memory\n"
+        "                       model's predicted total (activation arena peak, parameters,\n"
+        "                       features; memfold memplan) within G GiB; prints the choice\n"
         "  --storage f32|bf16   precision of saved activations: these exist only in training,\n"
         "                       so at inference --storage bf16 has no effect yet (a note says so)\n"
         "  --compute f32|bf16   precision of matrix-product inputs\n"
@@ -172,6 +178,8 @@ typedef struct {
     int64_t structure_layers, recycles, chunk;
     mf_policy policy;
     double arena_gib;
+    bool chunk_auto;   /* --chunk auto: per-module chunks from the memory model */
+    double mem_budget; /* --mem-budget GiB for it */
 } options;
 
 /* --verbose: one line per stage and per Evoformer block on stderr. */
@@ -188,6 +196,34 @@ static void print_progress(void *data, const char *stage, int64_t iteration, int
 }
 
 /* Loads (or draws) model k's parameters and configuration, runs it, fills r. */
+/* Rows of feature `name` (0 when absent). */
+static int64_t feature_rows(const mf_processed_features *f, const char *name)
+{
+    mf_tensor t;
+    if (!mf_processed_find(f, name) || mf_processed_tensor(f, name, 0, &t) != MF_OK) return 0;
+    return t.ndim >= 1 ? t.shape[0] : 0;
+}
+
+/* --chunk auto: the memory model's per-module chunks for this input within --mem-budget. */
+static mf_status auto_chunk(const options *o, mf_ctx *ctx, const mf_config *cfg,
+                            const mf_processed_features *f, const mf_alphafold_options *opt)
+{
+    mf_memplan_shape sh = mf_memplan_default_shape(cfg, feature_rows(f, "aatype"), false);
+    sh.n_seq = feature_rows(f, "msa_feat");
+    sh.n_extra = feature_rows(f, "extra_msa");
+    sh.n_templ = cfg->template_embedding.enabled ? feature_rows(f, "template_aatype") : 0;
+    sh.iterations = opt->num_iterations > 0 ? opt->num_iterations : f->num_iterations;
+    sh.all_heads = opt->all_heads;
+    const size_t budget = (size_t)(o->mem_budget * (double)((size_t)1 << 30));
+    MF_TRY(mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));
+    mf_memplan_result r;
+    MF_TRY(mf_memplan_evaluate(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, &r));
+    char b1[32];
+    printf("predicted activation arena peak %s (%zu bytes)\n",
+           mf_format_bytes(r.arena_peak, b1, sizeof b1), r.arena_peak);
+    return MF_OK;
+}
+
 static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_processed_features *f,
                            mf_param_store *preloaded, model_result *r)
 {
@@ -245,6 +281,7 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
         opt.hook = mf_alphafold_recorder_hook;
         opt.hook_data = &rec;
     }
+    if (o->chunk_auto) MF_TRY_GOTO(auto_chunk(o, ctx, &r->cfg, f, &opt));
     mf_alphafold_outputs out;
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_arena_reset_peak(ctx->arena);
@@ -517,6 +554,13 @@ static int parse_args(int argc, char **argv, options *o)
             if (*end || !(o->recycle_early_stop > 0))
                 return usage_error("--recycle-early-stop %s: expected a tolerance > 0 (Angstrom)",
                                    v);
+        } else if (!strcmp(a, "--chunk") && v && !strcmp(v, "auto")) {
+            o->chunk_auto = true;
+        } else if (!strcmp(a, "--mem-budget")) {
+            char *end = NULL;
+            o->mem_budget = strtod(v, &end);
+            if (*end || !(o->mem_budget > 0))
+                return usage_error("--mem-budget %s: expected GiB > 0", v);
         } else if (!strcmp(a, "--chunk")) {
             if (mf_policy_set(&o->policy, "chunk", v) != MF_OK)
                 return usage_error("--chunk %s: expected off or a number of rows", v);
@@ -566,6 +610,8 @@ static int parse_args(int argc, char **argv, options *o)
     if (o->random_init && !o->config)
         return usage_error("%s", "--random-init needs --config (a preset such as tiny)");
     if (!o->out_dir) return usage_error("%s", "-o OUTDIR is required");
+    if (o->chunk_auto != (o->mem_budget > 0))
+        return usage_error("%s", "--chunk auto and --mem-budget G go together");
     if (o->dump_intermediates && !o->dump && !o->check)
         return usage_error("%s", "--dump-intermediates needs --dump or --check");
     const int models = o->random_init ? 1 : o->n_params;

@@ -21,6 +21,7 @@ int mf_cmd_inspect(int argc, char **argv);
 int mf_cmd_predict(int argc, char **argv);
 int mf_cmd_train_step(int argc, char **argv);
 int mf_cmd_train(int argc, char **argv);
+int mf_cmd_memplan(int argc, char **argv);
 int mf_cmd_ablate(int argc, char **argv);
 
 /* Prints "memfold <cmd>: <message>" for the last error and returns 1. */

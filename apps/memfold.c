@@ -14,6 +14,8 @@ static const mf_command commands[] = {
     {"featurize", "structures + MSAs + template hits -> AlphaFold 2 feature file (HDF5)",
      mf_cmd_featurize},
     {"inspect", "summarize any HDF5 file memfold writes", mf_cmd_inspect},
+    {"memplan", "memory model: predicted peak memory of a run, largest N_res within a budget",
+     mf_cmd_memplan},
     {"predict", "predict structures from FASTA (+ MSAs, templates) or a processed-feature file",
      mf_cmd_predict},
     {"train", "train on a feature file: checkpoints, exact resume, MPI data parallel",

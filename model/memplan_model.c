@@ -1,0 +1,200 @@
+/* The memory model of whole runs (memplan_model.h). */
+#include "model/memplan_model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/alphafold.h"
+#include "model/alphafold_memplan.h"
+#include "model/train_step.h"
+
+mf_memplan_shape mf_memplan_default_shape(const mf_config *cfg, int64_t n_res, bool training)
+{
+    mf_memplan_shape s = {
+        .n_res = n_res,
+        .n_seq = cfg->data.max_msa_clusters,
+        .n_extra = cfg->data.max_extra_msa,
+        .n_templ = cfg->template_embedding.enabled ? cfg->data.max_templates : 0,
+        .iterations = training ? 1 : cfg->recycling.num_recycle + 1,
+        .training = training,
+        .all_heads = false,
+        .dropout = training,
+    };
+    return s;
+}
+
+static mf_status count_params(const mf_config *cfg, int64_t *count)
+{
+    mf_param_expect_list l = {0};
+    MF_TRY(mf_alphafold_expected_params(cfg, &l));
+    int64_t n = 0;
+    for (int i = 0; i < l.count; i++) {
+        int64_t k = 1;
+        for (int d = 0; d < l.items[i].ndim; d++) k *= l.items[i].shape[d];
+        n += k;
+    }
+    mf_param_expect_list_free(&l);
+    *count = n;
+    return MF_OK;
+}
+
+/* The host arrays of one example's features (alphafold.c load_features; training adds the
+ * ground truth of processed.h: positions, masks, frames, torsions of 37/14 atoms). */
+static size_t feature_bytes(const mf_alphafold_model *m, const mf_memplan_shape *sh)
+{
+    const int64_t N = sh->n_res, S = sh->n_seq > 0 ? sh->n_seq : 1, E = sh->n_extra,
+                  T = m->templates ? sh->n_templ : 0;
+    int64_t n = N * (1 + 1 + 1 + m->input_dims.target_feat_dim);
+    n += S * N * (m->input_dims.msa_feat_dim + 1);
+    n += E * N * 4;
+    if (T > 0) n += T * (N * (1 + 37 * 3 + 37 + 3 + 1 + 7 * 2 * 2 + 7) + 1);
+    if (sh->training) n += N * (37 * 3 + 37 + 14 * 3 + 14 + 8 * 12 + 7 * 2 * 3 + 7 + 4);
+    return (size_t)n * 4 * (size_t)(sh->training ? 1 : 1);
+}
+
+mf_status mf_memplan_evaluate(const mf_ctx *query_ctx, const mf_config *cfg, const mf_policy *p,
+                              mf_device device, const mf_memplan_shape *shape,
+                              mf_memplan_result *out)
+{
+    memset(out, 0, sizeof *out);
+    MF_REQUIRE(shape->n_res >= 1, "memory model: %lld residues", (long long)shape->n_res);
+    MF_REQUIRE(shape->iterations >= 1, "memory model: %lld iterations",
+               (long long)shape->iterations);
+    mf_alphafold_model *m = calloc(1, sizeof *m);
+    if (!m) return MF_ERROR(MF_ERR_NOMEM, "memory model: model dims");
+    mf_status st = mf_alphafold_model_dims(m, cfg);
+    if (st != MF_OK) {
+        free(m);
+        return st;
+    }
+    mf_memsim s;
+    mf_memsim_init(&s, query_ctx, device, p);
+    if (shape->training) {
+        mf_train_step_plan_options o = mf_train_step_plan_default_options();
+        o.dropout = shape->dropout;
+        mf_train_step_plan(&s, m, shape->n_res, shape->n_seq, shape->n_extra, shape->n_templ,
+                           shape->iterations, &o);
+    } else {
+        mf_alphafold_plan_inference(&s, m, shape);
+    }
+    st = s.status;
+    if (st == MF_OK) st = count_params(cfg, &out->num_params);
+    if (st == MF_OK) {
+        out->arena_peak = s.peak;
+        memcpy(out->kind_at_peak, s.kind_at_peak, sizeof out->kind_at_peak);
+        out->param_bytes = (size_t)out->num_params * sizeof(float);
+        /* training: gradients, Adam's m and v, the EMA copy (train/optimizer.c) */
+        out->state_bytes = mf_model_state_bytes(cfg, shape->training);
+        out->feature_bytes = feature_bytes(m, shape);
+        out->fixed_bytes = mf_memplan_fixed_device_bytes(device);
+        out->total = out->arena_peak + out->state_bytes + out->feature_bytes + out->fixed_bytes;
+    }
+    free(m);
+    return st;
+}
+
+mf_status mf_memplan_max_nres(const mf_ctx *query_ctx, const mf_config *cfg, const mf_policy *p,
+                              mf_device device, const mf_memplan_shape *shape, size_t budget,
+                              int64_t limit, int64_t *n_max, mf_memplan_result *at_max)
+{
+    *n_max = 0;
+    mf_memplan_shape sh = *shape;
+    mf_memplan_result r;
+    int64_t lo = 0, hi = limit; /* lo fits (0 trivially), answer in [lo, hi] */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        sh.n_res = mid;
+        MF_TRY(mf_memplan_evaluate(query_ctx, cfg, p, device, &sh, &r));
+        if (r.total <= budget) {
+            lo = mid;
+            if (at_max) *at_max = r;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    *n_max = lo;
+    return MF_OK;
+}
+
+/* Candidate chunk sizes, largest first; 0 = off. */
+static const int64_t chunk_candidates[] = {0,  4096, 2048, 1024, 512, 256, 128,
+                                           64, 32,   16,   8,    4,   2,   1};
+#define NCAND ((int)(sizeof chunk_candidates / sizeof chunk_candidates[0]))
+
+/* op == MF_CHUNK_NUM_OPS stands for the global chunk_size (modules outside the list). */
+static void set_op(mf_policy *p, int op, int64_t c)
+{
+    if (op == MF_CHUNK_NUM_OPS)
+        p->chunk_size = c;
+    else
+        p->op_chunk[op] = c > 0 ? c : -1;
+}
+
+static int64_t get_op(const mf_policy *p, int op)
+{
+    return op == MF_CHUNK_NUM_OPS ? p->chunk_size : mf_policy_op_chunk(p, (mf_chunk_op)op);
+}
+
+static const char *op_label(int op)
+{
+    return op == MF_CHUNK_NUM_OPS ? "other modules (chunk)" : mf_chunk_op_name((mf_chunk_op)op);
+}
+
+mf_status mf_memplan_auto_chunk(const mf_ctx *query_ctx, const mf_config *cfg, mf_policy *p,
+                                mf_device device, const mf_memplan_shape *shape, size_t budget,
+                                FILE *report)
+{
+    mf_memplan_result r;
+    mf_policy small = *p;
+    for (int op = 0; op <= MF_CHUNK_NUM_OPS; op++) set_op(&small, op, chunk_candidates[NCAND - 1]);
+    MF_TRY(mf_memplan_evaluate(query_ctx, cfg, &small, device, shape, &r));
+    char b1[32], b2[32];
+    if (r.total > budget)
+        return MF_ERROR(MF_ERR_NOMEM,
+                        "--chunk auto: %lld residues need %s even with every chunk at 1 row, "
+                        "over the budget of %s",
+                        (long long)shape->n_res, mf_format_bytes(r.total, b1, sizeof b1),
+                        mf_format_bytes(budget, b2, sizeof b2));
+    mf_policy chosen = small;
+    for (int op = 0; op <= MF_CHUNK_NUM_OPS; op++) {
+        mf_policy trial = small;
+        for (int c = 0; c < NCAND; c++) {
+            set_op(&trial, op, chunk_candidates[c]);
+            MF_TRY(mf_memplan_evaluate(query_ctx, cfg, &trial, device, shape, &r));
+            if (r.total <= budget || c == NCAND - 1) {
+                set_op(&chosen, op, chunk_candidates[c]);
+                break;
+            }
+        }
+    }
+    /* the choices were made one module at a time; tighten the largest until the whole fits */
+    for (int guard = 0; guard < 64; guard++) {
+        MF_TRY(mf_memplan_evaluate(query_ctx, cfg, &chosen, device, shape, &r));
+        if (r.total <= budget) break;
+        int worst = -1;
+        int64_t wc = 0;
+        for (int op = 0; op <= MF_CHUNK_NUM_OPS; op++) {
+            int64_t c = get_op(&chosen, op);
+            int64_t eff = c > 0 ? c : shape->n_res > shape->n_seq ? shape->n_res : shape->n_seq;
+            if (eff > wc && c != 1) worst = op, wc = eff;
+        }
+        if (worst < 0) break;
+        set_op(&chosen, worst, wc / 2 > 0 ? wc / 2 : 1);
+    }
+    if (r.total > budget)
+        return MF_ERROR(MF_ERR_NOMEM, "--chunk auto: no per-module choice fits %s",
+                        mf_format_bytes(budget, b2, sizeof b2));
+    *p = chosen;
+    if (report) {
+        fprintf(report, "chunk auto within %s (predicted total %s):\n",
+                mf_format_bytes(budget, b1, sizeof b1), mf_format_bytes(r.total, b2, sizeof b2));
+        for (int op = 0; op <= MF_CHUNK_NUM_OPS; op++) {
+            int64_t c = get_op(&chosen, op);
+            if (c > 0)
+                fprintf(report, "  %-34s %lld rows\n", op_label(op), (long long)c);
+            else
+                fprintf(report, "  %-34s off\n", op_label(op));
+        }
+    }
+    return MF_OK;
+}
