@@ -1,6 +1,7 @@
 /* One AlphaFold 2 training step: the trained recycling iteration's forward with saved activations,
  * the loss and the backward to every parameter (see train_step.h). */
 #include "model/train_step.h"
+#include "model/train_step_state.h"
 
 #include <string.h>
 #include <time.h>
@@ -42,51 +43,9 @@ static int64_t slice_rows(const mf_ctx *ctx, int64_t rows)
     return c > 0 && c < rows ? c : rows;
 }
 
-/* ---- the trained iteration's state --------------------------------------------------------- */
+/* ---- the trained iteration's state (train_step_state.h) ------------------------------------ */
 
-typedef struct {
-    mf_ctx *ctx;
-    const mf_alphafold_model *m;
-    mf_alphafold_model *g;
-    const mf_processed_features *f;
-    const mf_train_step_options *opt;
-    const mf_recycled_state *prev;
-    mf_dtype dt;
-    int64_t slice;
-    uint32_t recycle;
-
-    /* features (float inputs of ops in dt; feature-construction inputs as stored) */
-    int64_t N, S, E, E_run, T, Tr;
-    mf_tensor aatype, residue_index, seq_mask, target_feat, msa_feat, msa_mask_in;
-    mf_tensor extra_msa, extra_msa_mask, extra_has_deletion, extra_deletion_value;
-    mf_tensor t_aatype, t_positions, t_atom_mask, t_pseudo_beta, t_pseudo_beta_mask, t_mask;
-    mf_tensor t_sin_cos, t_alt_sin_cos, t_torsion_mask;
-
-    /* embedders */
-    mf_tensor relpos_bins, pair_mask, rec_bins, m1u, z0, msa, msa_mask;
-    mf_recycling_embedder_saved rec_saved;
-    mf_input_embedder_saved in_saved;
-    /* templates */
-    mf_tensor t_stack, t_ln, t_ln_mean, t_ln_rstd, angle_feat, z1;
-    mf_evo_stack_saved *t_saved; /* [T] */
-    mf_template_pointwise_attention_saved tpa_saved;
-    mf_template_single_embedder_saved ts_saved;
-    /* extra MSA */
-    mf_tensor a, extra_mask;
-    mf_evo_stack_saved extra_saved;
-    /* Evoformer */
-    mf_tensor z2, single;
-    mf_evo_stack_saved evo_saved;
-    /* structure module and heads */
-    mf_structure_module_outputs so;
-    mf_structure_module_saved *sm_saved;
-    mf_tensor dist_logits, msa_logits, er_logits, lddt_logits, pae_logits;
-    mf_linear_head_saved dist_saved, msa_head_saved, er_saved, pae_saved;
-    mf_predicted_lddt_head_saved lddt_saved;
-    /* loss */
-    mf_loss_batch batch;
-    mf_loss_outputs lo;
-} trainer;
+typedef mf_train_step_state trainer;
 
 static mf_status alloc(trainer *s, mf_tensor *t, int ndim, const int64_t *shape, const char *lab)
 {

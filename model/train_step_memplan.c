@@ -12,45 +12,11 @@
 #include "model/embedders_memplan.h"
 #include "model/heads_memplan.h"
 #include "model/train_step.h"
+#include "model/train_step_state.h"
 
-/* train_step.c keeps its state in a `trainer` struct taken from the arena (mf_train_iteration's
- * first allocation); its type is private to that file, so its layout is repeated here member for
- * member: only its size matters (rounded to MF_ARENA_ALIGN). test_memplan_train_step's exact
- * peak comparison catches a drift. */
-typedef struct {
-    mf_ctx *ctx;
-    const mf_alphafold_model *m;
-    mf_alphafold_model *g;
-    const mf_processed_features *f;
-    const mf_train_step_options *opt;
-    const mf_recycled_state *prev;
-    mf_dtype dt;
-    int64_t slice;
-    uint32_t recycle;
-    int64_t N, S, E, E_run, T, Tr;
-    mf_tensor aatype, residue_index, seq_mask, target_feat, msa_feat, msa_mask_in;
-    mf_tensor extra_msa, extra_msa_mask, extra_has_deletion, extra_deletion_value;
-    mf_tensor t_aatype, t_positions, t_atom_mask, t_pseudo_beta, t_pseudo_beta_mask, t_mask;
-    mf_tensor t_sin_cos, t_alt_sin_cos, t_torsion_mask;
-    mf_tensor relpos_bins, pair_mask, rec_bins, m1u, z0, msa, msa_mask;
-    mf_recycling_embedder_saved rec_saved;
-    mf_input_embedder_saved in_saved;
-    mf_tensor t_stack, t_ln, t_ln_mean, t_ln_rstd, angle_feat, z1;
-    mf_evo_stack_saved *t_saved;
-    mf_template_pointwise_attention_saved tpa_saved;
-    mf_template_single_embedder_saved ts_saved;
-    mf_tensor a, extra_mask;
-    mf_evo_stack_saved extra_saved;
-    mf_tensor z2, single;
-    mf_evo_stack_saved evo_saved;
-    mf_structure_module_outputs so;
-    mf_structure_module_saved *sm_saved;
-    mf_tensor dist_logits, msa_logits, er_logits, lddt_logits, pae_logits;
-    mf_linear_head_saved dist_saved, msa_head_saved, er_saved, pae_saved;
-    mf_predicted_lddt_head_saved lddt_saved;
-    mf_loss_batch batch;
-    mf_loss_outputs lo;
-} train_state_layout;
+/* train_step.c keeps its state in a struct taken from the arena (mf_train_iteration's first
+ * allocation): model/train_step_state.h, shared with it, so only its size is replayed. */
+typedef mf_train_step_state train_state_layout;
 
 mf_train_step_plan_options mf_train_step_plan_default_options(void)
 {
