@@ -36,13 +36,6 @@ void mf_plan_gated_attention_backward(mf_memsim *s, int64_t B, int64_t Q, int64_
                                       int64_t H, int64_t D, int64_t c_out, bool gated, bool dq_x,
                                       bool dkv_x, bool dbias, bool dparams);
 
-/* The distinct slice sizes of a loop `for (i0 = 0; i0 < n; i0 += rows)` with slices of
- * min(rows, n - i0): the first slice's and, when shorter, the last one's (at most 2, written to
- * sizes; returns how many). Slices of equal size allocate alike and each releases its transients,
- * so a plan replays one slice of each size: the peak is the same and the replay stays O(1) in n. */
-int mf_plan_slice_sizes(int64_t n, int64_t rows, int64_t sizes[2]);
-/* Rows per slice of a loop over n rows under chunk size `chunk` (mf_evo_slice_rows,
- * ga_batch_slice): chunk when it splits n, else n (at least 1). */
-int64_t mf_plan_slice_rows(int64_t chunk, int64_t n);
+/* mf_plan_slice_sizes, mf_plan_slice_rows: memopt/memplan.h. */
 
 #endif

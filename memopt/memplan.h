@@ -73,6 +73,15 @@ void mf_memsim_transient(mf_memsim *s, size_t bytes);
 size_t mf_memsim_begin_local(mf_memsim *s);
 size_t mf_memsim_end_local(mf_memsim *s, size_t saved_peak);
 
+/* The distinct slice sizes of a loop `for (i0 = 0; i0 < n; i0 += rows)` with slices of
+ * min(rows, n - i0): the first slice's and, when shorter, the last one's (at most 2, written to
+ * sizes; returns how many). Slices of equal size allocate alike and each releases its transients,
+ * so a plan replays one slice of each size: the peak is the same and the replay stays O(1) in n. */
+int mf_plan_slice_sizes(int64_t n, int64_t rows, int64_t sizes[2]);
+/* Rows per slice of a loop over n rows under chunk size `chunk` (mf_evo_slice_rows,
+ * ga_batch_slice): chunk when it splits n, else n (at least 1). */
+int64_t mf_plan_slice_rows(int64_t chunk, int64_t n);
+
 /* ---- op plans (core/ops_memplan.c): the arena workspace each op takes while it runs ---------- */
 
 /* mf_cpu_gemm of a contiguous product (mf_cpu_gemm_contiguous's arguments); beta != 0 adds. */

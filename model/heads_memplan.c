@@ -2,16 +2,10 @@
  * model/train_step.c and model/alphafold.c run them (heads_memplan.h). */
 #include "model/heads_memplan.h"
 
-/* The distinct dim-0 slice lengths of linear_head_forward / the pLDDT head (the full slice and
- * the last partial one); every slice starts at the same offset. */
+/* The distinct slice lengths of a loop over rows under chunk size chunk (memplan.h). */
 static int slice_lengths(int64_t rows, int64_t chunk, int64_t len[2])
 {
-    if (rows <= 0) return 0;
-    const int64_t c = chunk > 0 && chunk < rows ? chunk : rows;
-    int n = 0;
-    len[n++] = c;
-    if (rows % c) len[n++] = rows % c;
-    return n;
+    return mf_plan_slice_sizes(rows, mf_plan_slice_rows(chunk, rows), len);
 }
 
 /* linear_head_forward: out[rows, inner..., C] over dim-0 slices; `inner` rows of the product per

@@ -5,16 +5,10 @@
 
 #define NA (2 * MF_NUM_TORSIONS)
 
-/* The distinct row-slice lengths (the full slice and the last partial one): each slice reuses the
- * same slice-sized buffers, so these decide the products' workspace peak. */
+/* The distinct slice lengths of a loop over rows under chunk size chunk (memplan.h). */
 static int slice_lengths(int64_t rows, int64_t chunk, int64_t len[2])
 {
-    if (rows <= 0) return 0;
-    const int64_t c = chunk > 0 && chunk < rows ? chunk : rows;
-    int n = 0;
-    len[n++] = c;
-    if (rows % c) len[n++] = rows % c;
-    return n;
+    return mf_plan_slice_sizes(rows, mf_plan_slice_rows(chunk, rows), len);
 }
 
 void mf_angle_resnet_plan_forward(mf_memsim *s, int64_t n_res, const mf_angle_resnet_dims *d,

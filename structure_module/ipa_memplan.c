@@ -3,16 +3,10 @@
 #include "memopt/memplan.h"
 #include "structure_module/ipa.h"
 
-/* The distinct lengths of the query slices: every slice starts at the same offset, so the full
- * slice and the last partial one decide the peak. Returns how many (0 for no rows). */
+/* The distinct slice lengths of a loop over rows under chunk size chunk (memplan.h). */
 static int slice_lengths(int64_t rows, int64_t chunk, int64_t len[2])
 {
-    if (rows <= 0) return 0;
-    const int64_t c = chunk > 0 && chunk < rows ? chunk : rows;
-    int n = 0;
-    len[n++] = c;
-    if (rows % c) len[n++] = rows % c;
-    return n;
+    return mf_plan_slice_sizes(rows, mf_plan_slice_rows(chunk, rows), len);
 }
 
 static int64_t slice_rows(const mf_memsim *s, int64_t N)
