@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "apps/commands.h"
+#include "model/memplan_model.h"
 #include "data/fasta.h"
 #include "data/loader.h"
 #include "data/structure_io.h"
@@ -716,44 +717,13 @@ typedef struct {
     int64_t nres, nseq, nextra, ntempl;
 } sample_extent;
 
-/* The largest training sample of a feature file under cfg: the crop of the longest chain, the
- * MSA split as the pipeline makes it (clusters first, the rest extra), templates. */
+/* The largest training sample of a feature file under cfg (model/memplan_model.h). */
 static mf_status training_extent(const char *path, const mf_config *cfg, sample_extent *e)
 {
-    mf_loader_options lo = {.path = path,
-                            .seed = 0,
-                            .pipeline = mf_pipeline_options_training(cfg),
-                            .shuffle = false,
-                            .prefetch = false};
-    mf_loader *l = NULL;
-    MF_TRY(mf_loader_open(&l, &lo));
-    mf_status st = MF_OK;
-    *e = (sample_extent){0};
-    const mf_data_config *d = &cfg->data;
-    for (int64_t c = 0; c < mf_loader_num_chains(l); c++) {
-        mf_raw_chain raw = {0};
-        st = mf_loader_read_chain(l, c, &raw);
-        if (st != MF_OK) break;
-        const int64_t nres = raw.chain_length < d->crop_size ? raw.chain_length : d->crop_size;
-        int64_t nseq = raw.num_seq < d->max_msa_clusters ? raw.num_seq : d->max_msa_clusters;
-        int64_t nextra = raw.num_seq - nseq, ntempl = raw.num_templates;
-        if (nextra > d->max_extra_msa) nextra = d->max_extra_msa;
-        if (lo.pipeline.pad_msa_rows) {
-            /* training pads the cluster and extra rows to the config's sizes (AF2's fixed
-             * sizes; data/pipeline.h) */
-            nseq = d->max_msa_clusters;
-            nextra = d->max_extra_msa;
-        }
-        if (ntempl > d->max_templates) ntempl = d->max_templates;
-        if (!cfg->template_embedding.enabled) ntempl = 0;
-        if (nres > e->nres) e->nres = nres;
-        if (nseq > e->nseq) e->nseq = nseq;
-        if (nextra > e->nextra) e->nextra = nextra;
-        if (ntempl > e->ntempl) e->ntempl = ntempl;
-        mf_raw_chain_free(&raw);
-    }
-    mf_loader_close(l);
-    return st;
+    mf_memplan_shape sh;
+    MF_TRY(mf_memplan_training_shape(path, cfg, &sh));
+    *e = (sample_extent){sh.n_res, sh.n_seq, sh.n_extra, sh.n_templ};
+    return MF_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -196,23 +196,11 @@ static void print_progress(void *data, const char *stage, int64_t iteration, int
 }
 
 /* Loads (or draws) model k's parameters and configuration, runs it, fills r. */
-/* Rows of feature `name` (0 when absent). */
-static int64_t feature_rows(const mf_processed_features *f, const char *name)
-{
-    mf_tensor t;
-    if (!mf_processed_find(f, name) || mf_processed_tensor(f, name, 0, &t) != MF_OK) return 0;
-    return t.ndim >= 1 ? t.shape[0] : 0;
-}
-
 /* --chunk auto: the memory model's per-module chunks for this input within --mem-budget. */
 static mf_status auto_chunk(const options *o, mf_ctx *ctx, const mf_config *cfg,
                             const mf_processed_features *f, const mf_alphafold_options *opt)
 {
-    mf_memplan_shape sh = mf_memplan_default_shape(cfg, feature_rows(f, "aatype"), false);
-    sh.n_seq = feature_rows(f, "msa_feat");
-    sh.n_extra = feature_rows(f, "extra_msa");
-    sh.n_templ = cfg->template_embedding.enabled ? feature_rows(f, "template_aatype") : 0;
-    sh.iterations = opt->num_iterations > 0 ? opt->num_iterations : f->num_iterations;
+    mf_memplan_shape sh = mf_memplan_shape_of_features(cfg, f, false, opt->num_iterations);
     sh.all_heads = opt->all_heads;
     const size_t budget = (size_t)(o->mem_budget * (double)((size_t)1 << 30));
     MF_TRY(mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));

@@ -21,6 +21,7 @@ static void train_usage(FILE *f)
         "                     [--seed S] [--init PARAMS] [--structure-layers N] [--batch B]\n"
         "                     [--micro-batches M] [--val-every K] [--no-dropout]\n"
         "                     [--no-prefetch] [--arena-gib G] [--progress-every N]\n"
+        "                     [--chunk auto --mem-budget G]\n"
         "\n"
         "AlphaFold 2 training on the CPU (suppl. 1.11): per example a random crop and MSA\n"
         "sample (the data loader), a recycling count drawn uniformly in 1..num_recycle+1 with\n"
@@ -55,6 +56,9 @@ static void train_usage(FILE *f)
         "  --no-prefetch         build each step's samples when needed (default: the next\n"
         "                        step's samples are built on a thread during the step)\n"
         "  --arena-gib G         activation arena reservation (default: physical memory)\n"
+        "  --chunk auto --mem-budget G  per module, the largest chunk that keeps the memory\n"
+        "                        model's predicted total for the largest sample of --data\n"
+        "                        (memfold memplan --mode train) within G GiB; printed\n"
         "  --progress-every N    progress line every N steps when stderr is not a terminal\n"
         "                        (default 10)\n"
         "  --inject-nan-step N   testing: make the gradient of step N non-finite (the step is\n"
@@ -158,6 +162,16 @@ static int parse_args(int argc, char **argv, mf_trainer_options *o)
         } else if (!strcmp(a, "--inject-nan-step")) {
             if (!parse_i64(v, 1, &o->inject_nan_step))
                 return usage_error("--inject-nan-step: expected N >= 1", v);
+        } else if (!strcmp(a, "--chunk")) {
+            if (strcmp(v, "auto"))
+                return usage_error("--chunk: only auto here (set a size with --set memory.chunk=N)",
+                                   v);
+            o->chunk_auto = true;
+        } else if (!strcmp(a, "--mem-budget")) {
+            char *end;
+            o->mem_budget_gib = strtod(v, &end);
+            if (*end || !(o->mem_budget_gib > 0))
+                return usage_error("--mem-budget: expected GiB", v);
         } else if (!strcmp(a, "--arena-gib")) {
             char *end;
             const double g = strtod(v, &end);
@@ -168,6 +182,8 @@ static int parse_args(int argc, char **argv, mf_trainer_options *o)
         }
     }
     if (!o->data_path) return usage_error("--data is required", NULL);
+    if (o->chunk_auto != (o->mem_budget_gib > 0))
+        return usage_error("--chunk auto and --mem-budget G go together", NULL);
     if (!o->run_dir) return usage_error("-o RUN/ is required", NULL);
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "apps/commands.h"
+#include "model/memplan_model.h"
 #include "data/processed.h"
 #include "model/train_step.h"
 #include "train/optimizer.h"
@@ -21,7 +22,8 @@ static void train_step_usage(FILE *f)
 {
     fprintf(
         f, "usage: memfold train-step --features FILE.h5 --params P [--config C] [--set K=V ...]\n"
-           "                          [--recycles N] [--structure-layers N] [--chunk N]\n"
+           "                          [--recycles N] [--structure-layers N] [--chunk N|auto]\n"
+           "                          [--mem-budget G]\n"
            "                          [--recompute off|block|every:K] [--storage f32|bf16]\n"
            "                          [--compute f32|bf16] [--dropout-seed S] [--dump OUT.h5]\n"
            "                          [--check REF.h5] [--verbose] [--arena-gib G]\n"
@@ -39,6 +41,9 @@ static void train_step_usage(FILE *f)
            "                       recycling axis R), slice r mod R of the per-iteration features\n"
            "  --structure-layers N structure-module layers (no parameter records it; AF2: 8)\n"
            "  --chunk, --recompute, --storage, --compute   memory policy (default: none)\n"
+           "  --chunk auto --mem-budget G   per module, the largest chunk that keeps the memory\n"
+           "                       model's predicted total within G GiB (memfold memplan);\n"
+           "                       prints the choice and the predicted arena peak\n"
            "  --dropout-seed S     AF2 training dropout in the trained iteration (default: off)\n"
            "  --dump OUT.h5        loss/, loss_unclamped/, grads/<AF2 name, '/' -> '|'>,\n"
            "                       train_outputs/ (the layout of testvectors train_expected.h5)\n"
@@ -58,6 +63,8 @@ typedef struct {
     int64_t recycles, structure_layers;
     mf_policy policy;
     bool dropout, verbose, memory_table;
+    bool chunk_auto;   /* --chunk auto */
+    double mem_budget; /* --mem-budget GiB */
     uint64_t dropout_seed;
     double arena_gib;
 } options;
@@ -121,6 +128,12 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--structure-layers")) {
             if (!parse_i64(v, 1, &o->structure_layers))
                 return usage_error("--structure-layers: expected N >= 1", v);
+        } else if (!strcmp(a, "--chunk") && !strcmp(v, "auto")) {
+            o->chunk_auto = true;
+        } else if (!strcmp(a, "--mem-budget")) {
+            char *end;
+            o->mem_budget = strtod(v, &end);
+            if (*end || !(o->mem_budget > 0)) return usage_error("--mem-budget: expected GiB", v);
         } else if (!strcmp(a, "--chunk")) {
             if (!parse_i64(v, 0, &n)) return usage_error("--chunk: expected N >= 0", v);
             o->policy.chunk_size = n;
@@ -143,6 +156,8 @@ static int parse_args(int argc, char **argv, options *o)
         }
     }
     if (!o->features) return usage_error("--features is required", NULL);
+    if (o->chunk_auto != (o->mem_budget > 0))
+        return usage_error("--chunk auto and --mem-budget G go together", NULL);
     if (!o->params) return usage_error("--params is required", NULL);
     return 0;
 }
@@ -276,6 +291,19 @@ static mf_status run(const options *o, mf_ctx *ctx)
     opt.dropout = o->dropout;
     opt.dropout_seed = o->dropout_seed;
     ctx->policy = o->policy;
+    if (o->chunk_auto) {
+        /* the memory model's per-module chunks for this sample within --mem-budget */
+        mf_memplan_shape sh = mf_memplan_shape_of_features(&cfg, &f, true, opt.num_iterations);
+        sh.dropout = o->dropout;
+        const size_t budget = (size_t)(o->mem_budget * (double)((size_t)1 << 30));
+        MF_TRY_GOTO(
+            mf_memplan_auto_chunk(ctx, &cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));
+        mf_memplan_result pr;
+        MF_TRY_GOTO(mf_memplan_evaluate(ctx, &cfg, &ctx->policy, MF_DEV_CPU, &sh, &pr));
+        char pb[32];
+        printf("predicted activation arena peak %s (%zu bytes)\n",
+               mf_format_bytes(pr.arena_peak, pb, sizeof pb), pr.arena_peak);
+    }
     mf_train_step_result res;
     char pol[160];
     printf("train-step: %s, %s, %lld residues, policy %s%s\n", o->features, o->params,

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/loader.h"
+#include "data/pipeline.h"
+#include "data/processed.h"
 #include "model/alphafold.h"
 #include "model/alphafold_memplan.h"
 #include "model/train_step.h"
@@ -21,6 +24,66 @@ mf_memplan_shape mf_memplan_default_shape(const mf_config *cfg, int64_t n_res, b
         .dropout = training,
     };
     return s;
+}
+
+/* Rows of feature `name` (0 when absent). */
+static int64_t feature_rows(const mf_processed_features *f, const char *name)
+{
+    mf_tensor t;
+    if (!mf_processed_find(f, name) || mf_processed_tensor(f, name, 0, &t) != MF_OK) return 0;
+    return t.ndim >= 1 ? t.shape[0] : 0;
+}
+
+mf_memplan_shape mf_memplan_shape_of_features(const mf_config *cfg, const mf_processed_features *f,
+                                              bool training, int64_t iterations)
+{
+    mf_memplan_shape sh = mf_memplan_default_shape(cfg, feature_rows(f, "aatype"), training);
+    sh.n_seq = feature_rows(f, "msa_feat");
+    sh.n_extra = feature_rows(f, "extra_msa");
+    sh.n_templ = cfg->template_embedding.enabled ? feature_rows(f, "template_aatype") : 0;
+    sh.iterations = iterations > 0 ? iterations : f->num_iterations;
+    return sh;
+}
+
+mf_status mf_memplan_training_shape(const char *data_path, const mf_config *cfg,
+                                    mf_memplan_shape *out)
+{
+    mf_loader_options lo = {.path = data_path,
+                            .seed = 0,
+                            .pipeline = mf_pipeline_options_training(cfg),
+                            .shuffle = false,
+                            .prefetch = false};
+    mf_loader *l = NULL;
+    MF_TRY(mf_loader_open(&l, &lo));
+    mf_status st = MF_OK;
+    const mf_data_config *d = &cfg->data;
+    *out = mf_memplan_default_shape(cfg, 0, true);
+    out->n_seq = out->n_extra = out->n_templ = 0;
+    out->iterations = cfg->recycling.num_recycle + 1;
+    for (int64_t c = 0; c < mf_loader_num_chains(l); c++) {
+        mf_raw_chain raw = {0};
+        st = mf_loader_read_chain(l, c, &raw);
+        if (st != MF_OK) break;
+        const int64_t nres = raw.chain_length < d->crop_size ? raw.chain_length : d->crop_size;
+        int64_t nseq = raw.num_seq < d->max_msa_clusters ? raw.num_seq : d->max_msa_clusters;
+        int64_t nextra = raw.num_seq - nseq, ntempl = raw.num_templates;
+        if (nextra > d->max_extra_msa) nextra = d->max_extra_msa;
+        if (lo.pipeline.pad_msa_rows) {
+            nseq = d->max_msa_clusters;
+            nextra = d->max_extra_msa;
+        }
+        if (ntempl > d->max_templates) ntempl = d->max_templates;
+        if (!cfg->template_embedding.enabled) ntempl = 0;
+        if (nres > out->n_res) out->n_res = nres;
+        if (nseq > out->n_seq) out->n_seq = nseq;
+        if (nextra > out->n_extra) out->n_extra = nextra;
+        if (ntempl > out->n_templ) out->n_templ = ntempl;
+        mf_raw_chain_free(&raw);
+    }
+    mf_loader_close(l);
+    if (st == MF_OK && out->n_res < 1)
+        st = MF_ERROR(MF_ERR_FORMAT, "%s: no chain to train on", data_path);
+    return st;
 }
 
 static mf_status count_params(const mf_config *cfg, int64_t *count)

@@ -17,6 +17,7 @@
 
 #include <stdio.h>
 
+#include "data/processed.h"
 #include "memopt/memplan.h"
 #include "model/config.h"
 
@@ -46,6 +47,18 @@ typedef struct {
 /* The shape a configuration implies for n_res residues: N_seq, N_extra and N_templ from
  * cfg->data, iterations num_recycle + 1 for inference and 1 for training. */
 mf_memplan_shape mf_memplan_default_shape(const mf_config *cfg, int64_t n_res, bool training);
+
+/* The shape of one processed sample (data/processed.h): N_res, MSA rows, extra rows, templates
+ * (0 when cfg disables them); iterations: the run's, or <= 0 for the features' recycling axis. */
+mf_memplan_shape mf_memplan_shape_of_features(const mf_config *cfg, const mf_processed_features *f,
+                                              bool training, int64_t iterations);
+
+/* The largest training sample of a raw feature file (memfold featurize) under cfg, as the
+ * data loader and the training pipeline make it: the crop of the longest chain, the cluster and
+ * extra rows (padded to the config's sizes when the pipeline pads), its templates, and
+ * num_recycle + 1 iterations (the most a step runs); dropout on. */
+mf_status mf_memplan_training_shape(const char *data_path, const mf_config *cfg,
+                                    mf_memplan_shape *out);
 
 /* Replays the run. query_ctx: a CPU context for matrix-product workspace queries (NULL: those
  * count 0). The policy is p (cfg->memory is not consulted). */

@@ -19,6 +19,7 @@
 #include "model/alphafold.h"
 #include "model/config.h"
 #include "model/loss.h"
+#include "model/memplan_model.h"
 #include "model/param_store.h"
 #include "model/train_step.h"
 #include "train/checkpoint.h"
@@ -626,6 +627,16 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
     MF_TRY_GOTO(mf_ctx_init(&r->ctx, MF_DEV_CPU, &r->arena));
     r->ctx_ready = true;
     r->ctx.policy = r->cfg.memory;
+    if (o->chunk_auto) {
+        /* the memory model's choice for the largest sample of the data */
+        mf_memplan_shape sh;
+        MF_TRY_GOTO(mf_memplan_training_shape(o->data_path, &r->cfg, &sh));
+        sh.dropout = o->dropout;
+        const size_t budget = (size_t)(o->mem_budget_gib * (double)((size_t)1 << 30));
+        MF_TRY_GOTO(mf_memplan_auto_chunk(&r->ctx, &r->cfg, &r->ctx.policy, MF_DEV_CPU, &sh, budget,
+                                          rank0 ? out : NULL));
+        r->cfg.memory = r->ctx.policy;
+    }
 
     /* ---- run directory, log ---- */
     const char *term_names[MF_TRAIN_LOG_MAX_TERMS];

@@ -65,13 +65,15 @@ typedef struct {
     int keep;                 /* checkpoints kept (<= 0: all) */
     bool resume;              /* continue from the newest valid checkpoint of run_dir */
     uint64_t seed;
-    bool seed_set;          /* false: 0 for a new run, the checkpoint's on resume */
-    int64_t batch;          /* examples per rank per micro-batch; <= 0: from the config */
-    int64_t micro_batches;  /* accumulated per step; <= 0: 1 */
-    int64_t val_every;      /* <= 0: validation only at the end (when val_path is set) */
-    bool dropout;           /* AF2 training dropout with the config's rates (default on) */
-    bool prefetch;          /* the next step's samples on a background thread (default on) */
-    size_t arena_bytes;     /* activation arena reservation */
+    bool seed_set;         /* false: 0 for a new run, the checkpoint's on resume */
+    int64_t batch;         /* examples per rank per micro-batch; <= 0: from the config */
+    int64_t micro_batches; /* accumulated per step; <= 0: 1 */
+    int64_t val_every;     /* <= 0: validation only at the end (when val_path is set) */
+    bool dropout;          /* AF2 training dropout with the config's rates (default on) */
+    bool prefetch;         /* the next step's samples on a background thread (default on) */
+    size_t arena_bytes;    /* activation arena reservation */
+    bool chunk_auto;       /* per-module chunks from the memory model within mem_budget_gib */
+    double mem_budget_gib;
     int64_t progress_every; /* progress line every N steps when stderr is not a terminal */
     /* Testing aid: make the gradient of rank 0's first example non-finite at this step (1-based;
      * 0: never), to exercise the skipped-step path. */

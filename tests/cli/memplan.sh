@@ -41,6 +41,17 @@ else
   fail "train-step arena peak '${ts_measured}', memplan $ts_predicted"
 fi
 
+# ---- train-step --chunk auto: chunks chosen within the budget, measured = predicted ----
+"$BIN" train-step --features "$TV/features.h5" --params "$TV/params_af2.npz" --structure-layers 2 \
+  --recompute block --chunk auto --mem-budget 0.0059 --memory-table > "$T/tsa.log" 2>&1 || fail "train-step --chunk auto: $(tail -2 "$T/tsa.log")"
+tsa_m=$(sed -n 's/.*(\([0-9]*\) bytes exactly).*/\1/p' "$T/tsa.log" | head -1)
+tsa_p=$(sed -n 's/^predicted activation arena peak .*(\([0-9]*\) bytes)/\1/p' "$T/tsa.log")
+if grep -q " rows" "$T/tsa.log" && [ -n "$tsa_m" ] && [ "$tsa_m" = "$tsa_p" ]; then
+  ok "train-step --chunk auto: $(grep -c ' rows' "$T/tsa.log") modules chunked, measured $tsa_m = predicted"
+else
+  fail "train-step --chunk auto: measured '$tsa_m', predicted '$tsa_p'"
+fi
+
 # ---- --budget: the largest N_res fits, one more does not ----
 "$BIN" memplan --config tiny --nres 50 --budget 0.05 --json > "$T/b.json" || fail "memplan --budget"
 nmax=$(json "$T/b.json" "d['max_nres']")
