@@ -429,11 +429,13 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
     MF_DISPATCH_CUDA(ctx, gated_attention_backward, dq_x, dkv_x, dbias, dp, dout, saved, q_x, kv_x,
                      bias, mask, p);
 
-    mf_tensor *dquery_w = ga_grad(dp, &dp->query_w), *dkey_w = ga_grad(dp, &dp->key_w),
-              *dvalue_w = ga_grad(dp, &dp->value_w), *doutput_w = ga_grad(dp, &dp->output_w),
-              *doutput_b = ga_grad(dp, &dp->output_b);
-    mf_tensor *dgating_w = d.gated ? ga_grad(dp, &dp->gating_w) : NULL;
-    mf_tensor *dgating_b = d.gated ? ga_grad(dp, &dp->gating_b) : NULL;
+    /* dp may be NULL: no parameter gradient (no member access through it then) */
+#define GA_GRAD(field) (dp ? ga_grad(dp, &dp->field) : NULL)
+    mf_tensor *dquery_w = GA_GRAD(query_w), *dkey_w = GA_GRAD(key_w), *dvalue_w = GA_GRAD(value_w),
+              *doutput_w = GA_GRAD(output_w), *doutput_b = GA_GRAD(output_b);
+    mf_tensor *dgating_w = d.gated ? GA_GRAD(gating_w) : NULL;
+    mf_tensor *dgating_b = d.gated ? GA_GRAD(gating_b) : NULL;
+#undef GA_GRAD
     bool need_dq = dq_x || dquery_w, need_dk = dkv_x || dkey_w, need_dv = dkv_x || dvalue_w;
     bool need_core = need_dq || need_dk || need_dv || dbias;
     bool need_dog = need_core || (d.gated && (dq_x || dgating_w || dgating_b));
