@@ -447,7 +447,7 @@ void mf_outer_product_mean_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_r
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Ch * Ch); /* outer */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* y */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* inv_norm rows */
-    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, chunk)) {
         const int64_t ci = i0 + chunk < N ? chunk : N - i0, rows = ci * N;
         mf_plan_matmul(s, ci, 1, ci, N * Ch, Ch, S, true, false, false);
         mf_plan_linear_forward(s, rows, Ch * Ch, Cz, true, false);
@@ -477,7 +477,7 @@ void mf_outer_product_mean_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Ch * Ch); /* d outer */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* dy */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * N * Cz);      /* inv_norm rows */
-    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, chunk)) {
         const int64_t ci = i0 + chunk < N ? chunk : N - i0, rows = ci * N;
         mf_plan_matmul(s, ci, 1, ci, N * Ch, Ch, S, true, false, false);
         plan_expand_rows(s, rows, Cz);

@@ -206,7 +206,7 @@ void mf_transition_plan_forward(mf_memsim *s, int64_t n0, int64_t per0, const mf
     const mf_memsim_mark_t scratch = mf_memsim_mark(s);
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * per0 * C);
     if (!direct) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, chunk * per0 * H);
-    for (int64_t s0 = 0; s0 < n0; s0 += chunk) {
+    for (int64_t s0 = 0; s0 < n0; s0 = mf_plan_next_slice(s0, n0, chunk)) {
         const int64_t rows = (s0 + chunk < n0 ? chunk : n0 - s0) * per0;
         mf_plan_linear_forward(s, rows, C, H, true, false);
         mf_plan_linear_forward(s, rows, H, C, true, accumulate);
@@ -227,7 +227,7 @@ void mf_transition_plan_backward(mf_memsim *s, int64_t n0, int64_t per0,
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * H); /* dhidden */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * H); /* dpre */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * C); /* dln */
-    for (int64_t s0 = 0; s0 < n0; s0 += chunk) {
+    for (int64_t s0 = 0; s0 < n0; s0 = mf_plan_next_slice(s0, n0, chunk)) {
         const int64_t rows = (s0 + chunk < n0 ? chunk : n0 - s0) * per0;
         mf_plan_linear_backward(s, rows, H, C, true, dparams, dparams);
         mf_plan_linear_backward(s, rows, C, H, true, dparams, dparams);

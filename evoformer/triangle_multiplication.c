@@ -561,7 +561,7 @@ static void plan_project_side(mf_memsim *s, int64_t N, const mf_triangle_multipl
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz); /* ln */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch); /* projection */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch); /* gate */
-    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, chunk)) {
         const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
         mf_plan_linear_forward(s, rows, Cz, Ch, true, false);
         mf_plan_linear_forward(s, rows, Cz, Ch, true, false);
@@ -589,7 +589,7 @@ static void plan_output_stage(mf_memsim *s, int64_t N, const mf_triangle_multipl
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch); /* center ln */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz); /* y */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz); /* gate */
-    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, chunk)) {
         const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
         mf_plan_linear_forward(s, rows, Ch, Cz, true, false);
         mf_plan_linear_forward(s, rows, Cz, Cz, true, false);
@@ -610,7 +610,7 @@ static void plan_forward_blocked(mf_memsim *s, int64_t N, const mf_triangle_mult
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, NN * cb); /* stage */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Cz * cb); /* weight blocks */
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, Cz * cb);
-    for (int64_t c0 = 0; c0 < Ch; c0 += cb) {
+    for (int64_t c0 = 0; c0 < Ch; c0 = mf_plan_next_slice(c0, Ch, cb)) {
         mf_triangle_multiplication_dims dn = *d;
         dn.c_hidden = Ch - c0 < cb ? Ch - c0 : cb;
         plan_project_side(s, N, &dn);
@@ -690,7 +690,7 @@ void mf_triangle_multiplication_plan_backward(mf_memsim *s, int64_t n_res,
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Ch);           /* d center ln */
     /* y, gate logits, gate, dy, d gate, d gate logits */
     for (int k = 0; k < 6; k++) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cr * Cz);
-    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, chunk)) {
         const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
         mf_plan_linear_forward(s, rows, Ch, Cz, true, false);
         mf_plan_linear_forward(s, rows, Cz, Cz, true, false);
@@ -699,7 +699,7 @@ void mf_triangle_multiplication_plan_backward(mf_memsim *s, int64_t n_res,
     }
     mf_memsim_release(s, phase_a);
     plan_product(s, N, d, true);
-    for (int64_t i0 = 0; i0 < N; i0 += chunk) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, chunk)) {
         const int64_t rows = (i0 + chunk < N ? chunk : N - i0) * N;
         plan_project_side_backward(s, rows, d, dparams);
         plan_project_side_backward(s, rows, d, dparams);

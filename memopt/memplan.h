@@ -82,6 +82,16 @@ int mf_plan_slice_sizes(int64_t n, int64_t rows, int64_t sizes[2]);
  * ga_batch_slice): chunk when it splits n, else n (at least 1). */
 int64_t mf_plan_slice_rows(int64_t chunk, int64_t n);
 
+/* The next start a plan replays of a loop `for (i0 = 0; i0 < n; i0 += c)`: after the first slice,
+ * the last one when it is shorter, then the end. Slices of equal size allocate alike and release
+ * their transients, so the replay keeps the peak and stays O(1) in n (replace `i0 += c` by
+ * `i0 = mf_plan_next_slice(i0, n, c)` in a plan's loop whose body only takes transients). */
+static inline int64_t mf_plan_next_slice(int64_t i0, int64_t n, int64_t c)
+{
+    if (i0 == 0 && c > 0 && n > c && n % c) return n - n % c;
+    return n;
+}
+
 /* ---- op plans (core/ops_memplan.c): the arena workspace each op takes while it runs ---------- */
 
 /* mf_cpu_gemm of a contiguous product (mf_cpu_gemm_contiguous's arguments); beta != 0 adds. */

@@ -59,7 +59,7 @@ static void plan_templates(mf_memsim *s, const mf_alphafold_model *m, int64_t N,
     for (int64_t t = 0; t < T; t++) {
         mf_memsim_mark_t fm = mf_memsim_mark(s);
         f32(s, MF_MEM_WORK, cr * N * F);
-        for (int64_t i0 = 0; i0 < N; i0 += cr) {
+        for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, cr)) {
             const int64_t rows = N - i0 < cr ? N - i0 : cr;
             mf_template_pair_embedder_plan_forward(s, rows, N, &m->template_pair_dims, false,
                                                    false);

@@ -40,13 +40,13 @@ void mf_input_embedder_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
     mf_plan_linear_forward(s, N, F1, Cz, true, false);
     const int64_t cs = slice_rows(s, S);
     if (accumulate) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, cs * N * Cm);
-    for (int64_t s0 = 0; s0 < S; s0 += cs) {
+    for (int64_t s0 = 0; s0 < S; s0 = mf_plan_next_slice(s0, S, cs)) {
         const int64_t c = S - s0 < cs ? S - s0 : cs;
         mf_plan_linear_forward(s, c * N, d->msa_feat_dim, Cm, true, false);
     }
     const int64_t ci = slice_rows(s, N);
     if (accumulate) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, ci * N * Cz);
-    for (int64_t i0 = 0; i0 < N; i0 += ci) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, ci)) {
         const int64_t c = N - i0 < ci ? N - i0 : ci;
         plan_rows_op(s, c * N, Cz);
     }
@@ -99,7 +99,7 @@ void mf_recycling_embedder_plan_forward(mf_memsim *s, int64_t n_res,
     mf_memsim_release(s, mark);
     const int64_t ci = slice_rows(s, N);
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, ci * N * Cz);
-    for (int64_t i0 = 0; i0 < N; i0 += ci) {
+    for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, ci)) {
         const int64_t c = N - i0 < ci ? N - i0 : ci;
         plan_rows_op(s, c * N, Cz);
     }
@@ -126,7 +126,7 @@ static void linear_embedder_forward(mf_memsim *s, int64_t rows, int64_t inner, i
                                     bool accumulate)
 {
     const int64_t cr = slice_rows(s, rows);
-    for (int64_t r0 = 0; r0 < rows; r0 += cr) {
+    for (int64_t r0 = 0; r0 < rows; r0 = mf_plan_next_slice(r0, rows, cr)) {
         const int64_t c = rows - r0 < cr ? rows - r0 : cr;
         mf_plan_linear_forward(s, c * inner, F, C, true, accumulate);
     }
@@ -184,7 +184,7 @@ void mf_template_single_embedder_plan_forward(mf_memsim *s, int64_t n_templ, int
     mf_memsim_mark_t mark = mf_memsim_mark(s);
     const int64_t ct = slice_rows(s, T);
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, ct * N * Cm); /* h */
-    for (int64_t t0 = 0; t0 < T; t0 += ct) {
+    for (int64_t t0 = 0; t0 < T; t0 = mf_plan_next_slice(t0, T, ct)) {
         const int64_t c = T - t0 < ct ? T - t0 : ct;
         mf_plan_linear_forward(s, c * N, d->angle_feat_dim, Cm, true, false);
         mf_plan_linear_forward(s, c * N, Cm, Cm, true, accumulate);

@@ -139,7 +139,7 @@ static void plan_forward_templates(mf_memsim *s, const shape *x)
     for (int64_t t = 0; t < T; t++) {
         mf_memsim_mark_t fm = mf_memsim_mark(s);
         f32(s, MF_MEM_WORK, cr * N * F);
-        for (int64_t i0 = 0; i0 < N; i0 += cr) {
+        for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, cr)) {
             const int64_t c = N - i0 < cr ? N - i0 : cr;
             mf_template_pair_embedder_plan_forward(s, c, N, &m->template_pair_dims, false, false);
         }
@@ -253,7 +253,7 @@ static void plan_backward(mf_memsim *s, const shape *x, float resolution)
             }
             mf_memsim_mark_t fm = mf_memsim_mark(s);
             f32(s, MF_MEM_WORK, cr * N * F);
-            for (int64_t i0 = 0; i0 < N; i0 += cr) {
+            for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, cr)) {
                 const int64_t c = N - i0 < cr ? N - i0 : cr;
                 mf_template_pair_embedder_plan_backward(s, c, N, &m->template_pair_dims, false,
                                                         true);

@@ -51,7 +51,10 @@ def main():
     b.set_yscale("log")
     b.set_xlabel("N_res")
     b.set_ylabel("seconds")
-    b.set_title("Inference time (threads: %s)" % rows[0]["threads"])
+    threads = sorted({r["threads"] for r in rows})
+    b.set_title("Inference time (OpenMP threads: %s)" % ", ".join(
+        "%s at N_res %s" % (t, ",".join(r["n_res"] for r in rows if r["threads"] == t))
+        for t in threads) if len(threads) > 1 else "Inference time (OpenMP threads: %s)" % threads[0])
     b.legend(fontsize=7)
     b.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -53,6 +53,18 @@ struct mf_dnnl_state {
     uint64_t tick;
     long hits, misses;
     char last_impl[32];
+    struct mf_dnnl_memo *memo; /* workspace sizes the memory model asked for, [MEMO_CAP] */
+};
+
+/* Scratchpad sizes of problems asked by the memory model (mf_cpu_gemm_workspace): an open-
+ * addressing table, so that replaying a plan many times (--chunk auto) neither creates primitives
+ * nor evicts the ones the computation uses. */
+#define MEMO_CAP 8192
+struct mf_dnnl_memo {
+    bool used;
+    uint64_t hash;
+    mf_dnnl_key key;
+    size_t bytes;
 };
 
 /* ---- state ------------------------------------------------------------------------------- */
@@ -96,6 +108,7 @@ void mf_dnnl_destroy(struct mf_dnnl_state *s)
     if (s->entries)
         for (int i = 0; i < s->n; i++) entry_destroy(&s->entries[i]);
     free(s->entries);
+    free(s->memo);
     if (s->stream) dnnl_stream_destroy(s->stream);
     if (s->engine) dnnl_engine_destroy(s->engine);
     free(s);
@@ -286,7 +299,9 @@ static mf_status md_init(dnnl_memory_desc_t *md, int nd, const int64_t *dims, co
     return MF_OK;
 }
 
-static mf_status entry_create(struct mf_dnnl_state *s, const mf_dnnl_key *k, mf_dnnl_entry *e)
+/* scratch_only != NULL: only the primitive descriptor, for its scratchpad size (e unused). */
+static mf_status entry_create(struct mf_dnnl_state *s, const mf_dnnl_key *k, mf_dnnl_entry *e,
+                              size_t *scratch_only)
 {
     int nd = k->ndims;
     dnnl_data_type_t dt = (dnnl_data_type_t)k->dtype;
@@ -338,9 +353,14 @@ static mf_status entry_create(struct mf_dnnl_state *s, const mf_dnnl_key *k, mf_
             (long long)k->a_str[nd - 1], (long long)k->b_str[nd - 2], (long long)k->b_str[nd - 1],
             (long long)k->c_str[nd - 2], (long long)k->c_str[nd - 1]);
     }
+    const dnnl_memory_desc_t *md_s = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (scratch_only) {
+        *scratch_only = md_s ? dnnl_memory_desc_get_size(md_s) : 0;
+        dnnl_primitive_desc_destroy(pd);
+        return MF_OK;
+    }
     memset(e, 0, sizeof *e);
     e->key = *k;
-    const dnnl_memory_desc_t *md_s = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     e->scratch_bytes = md_s ? dnnl_memory_desc_get_size(md_s) : 0;
     const char *impl = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, (void *)&impl) == dnnl_success &&
@@ -377,7 +397,7 @@ static mf_status cache_get(struct mf_dnnl_state *s, const mf_dnnl_key *k, mf_dnn
         }
     }
     mf_dnnl_entry fresh;
-    MF_TRY(entry_create(s, k, &fresh));
+    MF_TRY(entry_create(s, k, &fresh, NULL));
     s->misses++;
     int slot = s->n;
     if (slot == MF_DNNL_CACHE_CAPACITY) {
@@ -514,6 +534,35 @@ static size_t arena_round(size_t bytes)
     return (bytes + MF_ARENA_ALIGN - 1) / MF_ARENA_ALIGN * MF_ARENA_ALIGN;
 }
 
+/* The scratchpad size of problem k: the primitive cache's entry when there is one, else the
+ * memo, else a primitive descriptor made and dropped (memoised). */
+static mf_status memo_scratch(struct mf_dnnl_state *s, const mf_dnnl_key *k, size_t *out)
+{
+    const uint64_t h = key_hash(k);
+    for (int i = 0; i < s->n; i++)
+        if (s->entries[i].hash == h && memcmp(&s->entries[i].key, k, sizeof *k) == 0) {
+            *out = s->entries[i].scratch_bytes;
+            return MF_OK;
+        }
+    if (!s->memo) {
+        s->memo = calloc(MEMO_CAP, sizeof *s->memo);
+        if (!s->memo) return MF_ERROR(MF_ERR_NOMEM, "oneDNN workspace memo: out of host memory");
+    }
+    size_t slot = (size_t)(h % MEMO_CAP);
+    for (int probe = 0; probe < 64; probe++, slot = (slot + 1) % MEMO_CAP) {
+        struct mf_dnnl_memo *m = &s->memo[slot];
+        if (m->used && m->hash == h && memcmp(&m->key, k, sizeof *k) == 0) {
+            *out = m->bytes;
+            return MF_OK;
+        }
+        if (!m->used) break;
+    }
+    MF_TRY(entry_create(s, k, NULL, out));
+    /* an empty slot, or after 64 probes any: a memo may forget */
+    s->memo[slot] = (struct mf_dnnl_memo){true, h, *k, *out};
+    return MF_OK;
+}
+
 mf_status mf_cpu_gemm_workspace(mf_ctx *ctx, const mf_cpu_gemm_desc *d, bool bias, size_t *bytes)
 {
     *bytes = 0;
@@ -539,9 +588,9 @@ mf_status mf_cpu_gemm_workspace(mf_ctx *ctx, const mf_cpu_gemm_desc *d, bool bia
     }
     mf_dnnl_key k;
     gemm_key(&k, d, bf16, bias, &la, &lb, &lc);
-    mf_dnnl_entry *e;
-    MF_TRY(cache_get(ctx->dnnl, &k, &e));
-    *bytes = total + arena_round(e->scratch_bytes);
+    size_t scratch;
+    MF_TRY(memo_scratch(ctx->dnnl, &k, &scratch));
+    *bytes = total + arena_round(scratch);
     return MF_OK;
 }
 
