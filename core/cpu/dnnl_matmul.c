@@ -588,7 +588,7 @@ mf_status mf_cpu_gemm_workspace(mf_ctx *ctx, const mf_cpu_gemm_desc *d, bool bia
     }
     mf_dnnl_key k;
     gemm_key(&k, d, bf16, bias, &la, &lb, &lc);
-    size_t scratch;
+    size_t scratch = 0;
     MF_TRY(memo_scratch(ctx->dnnl, &k, &scratch));
     *bytes = total + arena_round(scratch);
     return MF_OK;
