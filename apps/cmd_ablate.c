@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "model/memplan_model.h"
 #include "data/fasta.h"
@@ -923,16 +924,6 @@ typedef struct {
     char memplan_note[512];
 } ablate;
 
-static bool parse_i64(const char *s, int64_t lo, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo) return false;
-    *out = v;
-    return true;
-}
-
 static int usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "memfold ablate: %s%s%s\n", what, arg ? " " : "", arg ? arg : "");
@@ -1407,9 +1398,11 @@ static int parse_args(int argc, char **argv, ablate *a, point *pts, int *n_point
         } else if (!strcmp(o, "--baseline")) {
             baseline = v;
         } else if (!strcmp(o, "--steps")) {
-            if (!parse_i64(v, 1, &a->steps)) return usage_error("--steps: expected N >= 1:", v);
+            if (!mf_cli_parse_i64(v, 1, &a->steps))
+                return usage_error("--steps: expected N >= 1:", v);
         } else if (!strcmp(o, "--seed")) {
-            if (!parse_i64(v, 0, &a->seed)) return usage_error("--seed: expected S >= 0:", v);
+            if (!mf_cli_parse_i64(v, 0, &a->seed))
+                return usage_error("--seed: expected S >= 0:", v);
         } else if (!strcmp(o, "--config")) {
             a->config = v;
         } else if (!strcmp(o, "--set")) {
@@ -1421,7 +1414,7 @@ static int parse_args(int argc, char **argv, ablate *a, point *pts, int *n_point
         } else if (!strcmp(o, "--data")) {
             a->data = v;
         } else if (!strcmp(o, "--train-chains")) {
-            if (!parse_i64(v, 1, &a->chains))
+            if (!mf_cli_parse_i64(v, 1, &a->chains))
                 return usage_error("--train-chains: expected N >= 1:", v);
         } else if (!strcmp(o, "--targets")) {
             a->targets_list = v;
@@ -1429,7 +1422,8 @@ static int parse_args(int argc, char **argv, ablate *a, point *pts, int *n_point
             if (a->n_own_targets == MAX_TARGETS) return usage_error("too many --target", NULL);
             a->own_targets[a->n_own_targets++] = v;
         } else if (!strcmp(o, "--threads")) {
-            if (!parse_i64(v, 0, &a->threads)) return usage_error("--threads: expected T >= 0:", v);
+            if (!mf_cli_parse_i64(v, 0, &a->threads))
+                return usage_error("--threads: expected T >= 0:", v);
         } else {
             return usage_error("unknown option", o);
         }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "model/memplan_model.h"
 
@@ -74,15 +75,6 @@ static int usage_error(const char *fmt, const char *v)
     return 2;
 }
 
-static bool parse_i64(const char *v, int64_t *out, int64_t min)
-{
-    char *end = NULL;
-    long long n = strtoll(v, &end, 10);
-    if (!*v || *end || n < min) return false;
-    *out = n;
-    return true;
-}
-
 /* 0 parsed, -1 help printed, else a usage exit code. */
 static int parse_args(int argc, char **argv, options *o)
 {
@@ -121,27 +113,29 @@ static int parse_args(int argc, char **argv, options *o)
                 return usage_error("--mode %s: expected infer or train", v);
             o->training = !strcmp(v, "train");
         } else if (!strcmp(a, "--nres")) {
-            if (!parse_i64(v, &o->n_res, 1)) return usage_error("--nres %s: expected N >= 1", v);
+            if (!mf_cli_parse_i64(v, 1, &o->n_res))
+                return usage_error("--nres %s: expected N >= 1", v);
         } else if (!strcmp(a, "--nseq")) {
-            if (!parse_i64(v, &o->n_seq, 1)) return usage_error("--nseq %s: expected S >= 1", v);
+            if (!mf_cli_parse_i64(v, 1, &o->n_seq))
+                return usage_error("--nseq %s: expected S >= 1", v);
         } else if (!strcmp(a, "--nextra")) {
-            if (!parse_i64(v, &o->n_extra, 0))
+            if (!mf_cli_parse_i64(v, 0, &o->n_extra))
                 return usage_error("--nextra %s: expected E >= 0", v);
         } else if (!strcmp(a, "--ntempl")) {
-            if (!parse_i64(v, &o->n_templ, 0))
+            if (!mf_cli_parse_i64(v, 0, &o->n_templ))
                 return usage_error("--ntempl %s: expected T >= 0", v);
         } else if (!strcmp(a, "--recycles")) {
-            if (!parse_i64(v, &o->recycles, 0))
+            if (!mf_cli_parse_i64(v, 0, &o->recycles))
                 return usage_error("--recycles %s: expected R >= 0", v);
         } else if (!strcmp(a, "--iterations")) {
-            if (!parse_i64(v, &o->iterations, 1))
+            if (!mf_cli_parse_i64(v, 1, &o->iterations))
                 return usage_error("--iterations %s: expected I >= 1", v);
         } else if (!strcmp(a, "--dropout")) {
             if (strcmp(v, "on") && strcmp(v, "off"))
                 return usage_error("--dropout %s: expected on or off", v);
             o->dropout = !strcmp(v, "on");
         } else if (!strcmp(a, "--max-nres")) {
-            if (!parse_i64(v, &o->limit, 1))
+            if (!mf_cli_parse_i64(v, 1, &o->limit))
                 return usage_error("--max-nres %s: expected L >= 1", v);
         } else if (!strcmp(a, "--budget")) {
             char *end = NULL;
@@ -240,7 +234,7 @@ int mf_cmd_memplan(int argc, char **argv)
         if (st != MF_OK) return mf_report_error("memplan");
         ctx_ready = true;
     }
-    const double budget = o.budget_gib * (double)((size_t)1 << 30);
+    const double budget = (double)mf_cli_gib_bytes(o.budget_gib);
     mf_memplan_result r, at_max = {0};
     int64_t max_nres = 0;
     char pol[512], b1[32];

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "model/memplan_model.h"
 #include "core/ops.h"
@@ -105,16 +106,6 @@ static int usage_error(const char *fmt, const char *arg)
     return 2;
 }
 
-static bool parse_i64(const char *s, int64_t lo, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo) return false;
-    *out = v;
-    return true;
-}
-
 /* "path/to/params_model_1.npz" -> "params_model_1". */
 static void model_name_from_path(const char *path, char *out, size_t cap)
 {
@@ -202,7 +193,7 @@ static mf_status auto_chunk(const options *o, mf_ctx *ctx, const mf_config *cfg,
 {
     mf_memplan_shape sh = mf_memplan_shape_of_features(cfg, f, false, opt->num_iterations);
     sh.all_heads = opt->all_heads;
-    const size_t budget = (size_t)(o->mem_budget * (double)((size_t)1 << 30));
+    const size_t budget = mf_cli_gib_bytes(o->mem_budget);
     MF_TRY(mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));
     mf_memplan_result r;
     MF_TRY(mf_memplan_evaluate(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, &r));
@@ -460,13 +451,6 @@ cleanup:
     return st;
 }
 
-static size_t physical_memory(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0) return (size_t)16 << 30;
-    return (size_t)pages * (size_t)page;
-}
-
 static int parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
@@ -509,20 +493,22 @@ static int parse_args(int argc, char **argv, options *o)
             o->params[o->n_params++] = v;
         } else if (!strcmp(a, "--random-init")) {
             int64_t s;
-            if (!parse_i64(v, 0, &s)) return usage_error("--random-init %s: expected a seed", v);
+            if (!mf_cli_parse_i64(v, 0, &s))
+                return usage_error("--random-init %s: expected a seed", v);
             o->random_init = true;
             o->seed = (uint64_t)s;
         } else if (!strcmp(a, "--seed")) {
             int64_t s;
-            if (!parse_i64(v, 0, &s)) return usage_error("--seed %s: expected an integer >= 0", v);
+            if (!mf_cli_parse_i64(v, 0, &s))
+                return usage_error("--seed %s: expected an integer >= 0", v);
             o->data_seed = (uint64_t)s;
         } else if (!strcmp(a, "--config")) {
             o->config = v;
         } else if (!strcmp(a, "--structure-layers")) {
-            if (!parse_i64(v, 1, &o->structure_layers))
+            if (!mf_cli_parse_i64(v, 1, &o->structure_layers))
                 return usage_error("--structure-layers %s: expected a positive integer", v);
         } else if (!strcmp(a, "--recycles")) {
-            if (!parse_i64(v, 0, &o->recycles))
+            if (!mf_cli_parse_i64(v, 0, &o->recycles))
                 return usage_error("--recycles %s: expected an integer >= 0", v);
         } else if (!strcmp(a, "--template-hits")) {
             o->template_hits = v;
@@ -533,7 +519,8 @@ static int parse_args(int argc, char **argv, options *o)
                 return usage_error("--max-template-date %s: expected YYYY-MM-DD", v);
             o->max_template_date = v;
         } else if (!strcmp(a, "--max-templates")) {
-            if (!parse_i64(v, 0, &o->max_templates) || o->max_templates > MF_PIPELINE_MAX_TEMPLATES)
+            if (!mf_cli_parse_i64(v, 0, &o->max_templates) ||
+                o->max_templates > MF_PIPELINE_MAX_TEMPLATES)
                 return usage_error(
                     "--max-templates %s: expected 0 .. " STR(MF_PIPELINE_MAX_TEMPLATES), v);
         } else if (!strcmp(a, "--recycle-early-stop")) {
@@ -694,8 +681,7 @@ int mf_cmd_predict(int argc, char **argv)
         mf_processed_free(&f);
         return mf_report_error("predict");
     }
-    const size_t cap =
-        o.arena_gib > 0 ? (size_t)(o.arena_gib * (double)((size_t)1 << 30)) : physical_memory();
+    const size_t cap = o.arena_gib > 0 ? mf_cli_gib_bytes(o.arena_gib) : mf_cli_physical_memory();
     mf_arena arena;
     mf_ctx ctx;
     if (mf_arena_init(&arena, MF_DEV_CPU, cap, "activations") != MF_OK) {

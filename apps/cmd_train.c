@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "train/allreduce.h"
 #include "train/trainer.h"
@@ -75,28 +76,11 @@ static int usage_error(const char *what, const char *arg)
     return 2;
 }
 
-static bool parse_i64(const char *s, int64_t lo, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo) return false;
-    *out = v;
-    return true;
-}
-
-static size_t physical_memory(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0) return (size_t)16 << 30;
-    return (size_t)pages * (size_t)page;
-}
-
 /* 0: parsed; -1: --help printed; else the exit code of a usage error. */
 static int parse_args(int argc, char **argv, mf_trainer_options *o)
 {
     *o = mf_trainer_default_options();
-    o->arena_bytes = physical_memory();
+    o->arena_bytes = mf_cli_physical_memory();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -132,35 +116,36 @@ static int parse_args(int argc, char **argv, mf_trainer_options *o)
         } else if (!strcmp(a, "--init")) {
             o->init_params = v;
         } else if (!strcmp(a, "--steps")) {
-            if (!parse_i64(v, 1, &o->total_steps))
+            if (!mf_cli_parse_i64(v, 1, &o->total_steps))
                 return usage_error("--steps: expected N >= 1", v);
         } else if (!strcmp(a, "--checkpoint-every")) {
-            if (!parse_i64(v, 0, &o->checkpoint_every))
+            if (!mf_cli_parse_i64(v, 0, &o->checkpoint_every))
                 return usage_error("--checkpoint-every: expected K >= 0", v);
         } else if (!strcmp(a, "--keep")) {
-            if (!parse_i64(v, 0, &n) || n > 1000000)
+            if (!mf_cli_parse_i64(v, 0, &n) || n > 1000000)
                 return usage_error("--keep: expected N >= 0", v);
             o->keep = (int)n;
         } else if (!strcmp(a, "--seed")) {
-            if (!parse_i64(v, 0, &n)) return usage_error("--seed: expected S >= 0", v);
+            if (!mf_cli_parse_i64(v, 0, &n)) return usage_error("--seed: expected S >= 0", v);
             o->seed = (uint64_t)n;
             o->seed_set = true;
         } else if (!strcmp(a, "--structure-layers")) {
-            if (!parse_i64(v, 1, &o->structure_layers))
+            if (!mf_cli_parse_i64(v, 1, &o->structure_layers))
                 return usage_error("--structure-layers: expected N >= 1", v);
         } else if (!strcmp(a, "--batch")) {
-            if (!parse_i64(v, 1, &o->batch)) return usage_error("--batch: expected B >= 1", v);
+            if (!mf_cli_parse_i64(v, 1, &o->batch))
+                return usage_error("--batch: expected B >= 1", v);
         } else if (!strcmp(a, "--micro-batches")) {
-            if (!parse_i64(v, 1, &o->micro_batches))
+            if (!mf_cli_parse_i64(v, 1, &o->micro_batches))
                 return usage_error("--micro-batches: expected M >= 1", v);
         } else if (!strcmp(a, "--val-every")) {
-            if (!parse_i64(v, 1, &o->val_every))
+            if (!mf_cli_parse_i64(v, 1, &o->val_every))
                 return usage_error("--val-every: expected K >= 1", v);
         } else if (!strcmp(a, "--progress-every")) {
-            if (!parse_i64(v, 0, &o->progress_every))
+            if (!mf_cli_parse_i64(v, 0, &o->progress_every))
                 return usage_error("--progress-every: expected N >= 0", v);
         } else if (!strcmp(a, "--inject-nan-step")) {
-            if (!parse_i64(v, 1, &o->inject_nan_step))
+            if (!mf_cli_parse_i64(v, 1, &o->inject_nan_step))
                 return usage_error("--inject-nan-step: expected N >= 1", v);
         } else if (!strcmp(a, "--chunk")) {
             if (strcmp(v, "auto"))
@@ -176,7 +161,7 @@ static int parse_args(int argc, char **argv, mf_trainer_options *o)
             char *end;
             const double g = strtod(v, &end);
             if (*end || !(g > 0)) return usage_error("--arena-gib: expected GiB", v);
-            o->arena_bytes = (size_t)(g * (double)((size_t)1 << 30));
+            o->arena_bytes = mf_cli_gib_bytes(g);
         } else {
             return usage_error("unknown option", a);
         }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "model/memplan_model.h"
 #include "data/processed.h"
@@ -76,16 +77,6 @@ static int usage_error(const char *what, const char *arg)
     return 2;
 }
 
-static bool parse_i64(const char *s, int64_t lo, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo) return false;
-    *out = v;
-    return true;
-}
-
 /* 0: parsed; -1: --help printed; else the exit code of a usage error. */
 static int parse_args(int argc, char **argv, options *o)
 {
@@ -123,10 +114,10 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--check")) {
             o->check = v;
         } else if (!strcmp(a, "--recycles")) {
-            if (!parse_i64(v, 0, &o->recycles))
+            if (!mf_cli_parse_i64(v, 0, &o->recycles))
                 return usage_error("--recycles: expected N >= 0", v);
         } else if (!strcmp(a, "--structure-layers")) {
-            if (!parse_i64(v, 1, &o->structure_layers))
+            if (!mf_cli_parse_i64(v, 1, &o->structure_layers))
                 return usage_error("--structure-layers: expected N >= 1", v);
         } else if (!strcmp(a, "--chunk") && !strcmp(v, "auto")) {
             o->chunk_auto = true;
@@ -135,7 +126,7 @@ static int parse_args(int argc, char **argv, options *o)
             o->mem_budget = strtod(v, &end);
             if (*end || !(o->mem_budget > 0)) return usage_error("--mem-budget: expected GiB", v);
         } else if (!strcmp(a, "--chunk")) {
-            if (!parse_i64(v, 0, &n)) return usage_error("--chunk: expected N >= 0", v);
+            if (!mf_cli_parse_i64(v, 0, &n)) return usage_error("--chunk: expected N >= 0", v);
             o->policy.chunk_size = n;
         } else if (!strcmp(a, "--recompute") || !strcmp(a, "--storage") ||
                    !strcmp(a, "--compute")) {
@@ -144,7 +135,8 @@ static int parse_args(int argc, char **argv, options *o)
                 return 2;
             }
         } else if (!strcmp(a, "--dropout-seed")) {
-            if (!parse_i64(v, 0, &n)) return usage_error("--dropout-seed: expected S >= 0", v);
+            if (!mf_cli_parse_i64(v, 0, &n))
+                return usage_error("--dropout-seed: expected S >= 0", v);
             o->dropout = true;
             o->dropout_seed = (uint64_t)n;
         } else if (!strcmp(a, "--arena-gib")) {
@@ -160,13 +152,6 @@ static int parse_args(int argc, char **argv, options *o)
         return usage_error("--chunk auto and --mem-budget G go together", NULL);
     if (!o->params) return usage_error("--params is required", NULL);
     return 0;
-}
-
-static size_t physical_memory(void)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0) return (size_t)16 << 30;
-    return (size_t)pages * (size_t)page;
 }
 
 /* The configuration: --config as given, else the sizes the parameters record with AF2's
@@ -295,7 +280,7 @@ static mf_status run(const options *o, mf_ctx *ctx)
         /* the memory model's per-module chunks for this sample within --mem-budget */
         mf_memplan_shape sh = mf_memplan_shape_of_features(&cfg, &f, true, opt.num_iterations);
         sh.dropout = o->dropout;
-        const size_t budget = (size_t)(o->mem_budget * (double)((size_t)1 << 30));
+        const size_t budget = mf_cli_gib_bytes(o->mem_budget);
         MF_TRY_GOTO(
             mf_memplan_auto_chunk(ctx, &cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));
         mf_memplan_result pr;
@@ -352,8 +337,7 @@ int mf_cmd_train_step(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc < 0) return 0;
     if (rc > 0) return rc;
-    const size_t cap =
-        o.arena_gib > 0 ? (size_t)(o.arena_gib * (double)((size_t)1 << 30)) : physical_memory();
+    const size_t cap = o.arena_gib > 0 ? mf_cli_gib_bytes(o.arena_gib) : mf_cli_physical_memory();
     mf_arena arena;
     if (mf_arena_init(&arena, MF_DEV_CPU, cap, "activations") != MF_OK)
         return mf_report_error("train-step");
