@@ -194,13 +194,7 @@ static mf_status auto_chunk(const options *o, mf_ctx *ctx, const mf_config *cfg,
     mf_memplan_shape sh = mf_memplan_shape_of_features(cfg, f, false, opt->num_iterations);
     sh.all_heads = opt->all_heads;
     const size_t budget = mf_cli_gib_bytes(o->mem_budget);
-    MF_TRY(mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));
-    mf_memplan_result r;
-    MF_TRY(mf_memplan_evaluate(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, &r));
-    char b1[32];
-    printf("predicted activation arena peak %s (%zu bytes)\n",
-           mf_format_bytes(r.arena_peak, b1, sizeof b1), r.arena_peak);
-    return MF_OK;
+    return mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout);
 }
 
 static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_processed_features *f,

@@ -283,11 +283,6 @@ static mf_status run(const options *o, mf_ctx *ctx)
         const size_t budget = mf_cli_gib_bytes(o->mem_budget);
         MF_TRY_GOTO(
             mf_memplan_auto_chunk(ctx, &cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));
-        mf_memplan_result pr;
-        MF_TRY_GOTO(mf_memplan_evaluate(ctx, &cfg, &ctx->policy, MF_DEV_CPU, &sh, &pr));
-        char pb[32];
-        printf("predicted activation arena peak %s (%zu bytes)\n",
-               mf_format_bytes(pr.arena_peak, pb, sizeof pb), pr.arena_peak);
     }
     mf_train_step_result res;
     char pol[160];

@@ -74,20 +74,6 @@ void mf_memsim_transient(mf_memsim *s, size_t bytes)
     mf_memsim_release(s, m);
 }
 
-size_t mf_memsim_begin_local(mf_memsim *s)
-{
-    size_t saved = s->peak;
-    s->peak = s->cur;
-    return saved;
-}
-
-size_t mf_memsim_end_local(mf_memsim *s, size_t saved_peak)
-{
-    size_t local = s->peak;
-    if (saved_peak > s->peak) s->peak = saved_peak;
-    return local;
-}
-
 size_t mf_memplan_fixed_device_bytes(mf_device device)
 {
     /* core/cuda/cuda_backend.cu: MF_CUBLAS_WORKSPACE_BYTES, allocated once per context */

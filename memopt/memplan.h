@@ -68,10 +68,6 @@ mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s);
 void mf_memsim_release(mf_memsim *s, mf_memsim_mark_t m);
 /* A workspace taken and given back at once: raises the peak only. */
 void mf_memsim_transient(mf_memsim *s, size_t bytes);
-/* Peak above the mark m since it was taken is not tracked by the sim; plans that need a local
- * peak reset it with this and restore with mf_memsim_end_local (nesting allowed). */
-size_t mf_memsim_begin_local(mf_memsim *s);
-size_t mf_memsim_end_local(mf_memsim *s, size_t saved_peak);
 
 /* The distinct slice sizes of a loop `for (i0 = 0; i0 < n; i0 += rows)` with slices of
  * min(rows, n - i0): the first slice's and, when shorter, the last one's (at most 2, written to

@@ -112,7 +112,7 @@ static size_t feature_bytes(const mf_alphafold_model *m, const mf_memplan_shape 
     n += E * N * 4;
     if (T > 0) n += T * (N * (1 + 37 * 3 + 37 + 3 + 1 + 7 * 2 * 2 + 7) + 1);
     if (sh->training) n += N * (37 * 3 + 37 + 14 * 3 + 14 + 8 * 12 + 7 * 2 * 3 + 7 + 4);
-    return (size_t)n * 4 * (size_t)(sh->training ? 1 : 1);
+    return (size_t)n * sizeof(float);
 }
 
 mf_status mf_memplan_evaluate(const mf_ctx *query_ctx, const mf_config *cfg, const mf_policy *p,
@@ -258,6 +258,8 @@ mf_status mf_memplan_auto_chunk(const mf_ctx *query_ctx, const mf_config *cfg, m
             else
                 fprintf(report, "  %-34s off\n", op_label(op));
         }
+        fprintf(report, "predicted activation arena peak %s (%zu bytes)\n",
+                mf_format_bytes(r.arena_peak, b1, sizeof b1), r.arena_peak);
     }
     return MF_OK;
 }

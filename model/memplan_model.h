@@ -76,7 +76,8 @@ mf_status mf_memplan_max_nres(const mf_ctx *query_ctx, const mf_config *cfg, con
  * module) so that the predicted total stays within budget bytes: each module gets the largest
  * of off, 4096, 2048, ..., 2, 1 rows that fits while every other module runs at its smallest
  * (the modules' transients occur at different times, so the choices combine), then the whole
- * choice is checked and tightened until it fits. Prints each choice to report (NULL: quiet).
+ * choice is checked and tightened until it fits. Prints each choice and the predicted arena peak
+ * to report (NULL: quiet).
  * MF_ERR_NOMEM naming the predicted total when even the smallest chunks do not fit. */
 mf_status mf_memplan_auto_chunk(const mf_ctx *query_ctx, const mf_config *cfg, mf_policy *p,
                                 mf_device device, const mf_memplan_shape *shape, size_t budget,
