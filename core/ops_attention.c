@@ -263,8 +263,6 @@ mf_status mf_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_s
                                 &p->query_w,  &p->key_w,    &p->value_w,  &p->gating_w,
                                 &p->gating_b, &p->output_w, &p->output_b, mask};
     MF_TRY(check_devices(ctx, "mf_gated_attention_forward", all, 12));
-    MF_DISPATCH_CUDA(ctx, gated_attention_forward, out, saved, q_x, kv_x, bias, mask, p,
-                     accumulate);
 
     /* Saved activations stay live until the caller releases them after backward, so they are
      * allocated below this op's workspace mark. */
@@ -401,6 +399,24 @@ static mf_status ga_widen(mf_ctx *ctx, mf_tensor *dst, const mf_tensor *saved, i
     return mf_convert(ctx, dst, &s3);
 }
 
+/* The gate's backward (o_gated = o * g): dlogit = dog * o * g * (1 - g), dog *= g; on the
+ * context's device. */
+static mf_status ga_gate_backward(mf_ctx *ctx, mf_tensor *dlogit, mf_tensor *dog,
+                                  const mf_tensor *o, const mf_tensor *g)
+{
+#ifdef MF_HAVE_CUDA
+    if (ctx->device == MF_DEV_CUDA) return mf_cuda_gate_backward(ctx, dlogit, dog, o, g);
+#else
+    (void)ctx;
+#endif
+    const int64_t n = mf_tensor_numel(dlogit);
+    if (dlogit->dtype == MF_F64)
+        mf_cpu_gate_backward_f64(dlogit->data, dog->data, o->data, g->data, n);
+    else
+        mf_cpu_gate_backward(dlogit->data, dog->data, o->data, g->data, n);
+    return MF_OK;
+}
+
 mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *dkv_x,
                                       mf_tensor *dbias, mf_attention_params *dp,
                                       const mf_tensor *dout, const mf_attention_saved *saved,
@@ -426,8 +442,6 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
                                 kv_x,        bias,         mask,     &p->query_w, &p->key_w,
                                 &p->value_w, &p->output_w, &saved->q};
     MF_TRY(check_devices(ctx, "mf_gated_attention_backward", all, 13));
-    MF_DISPATCH_CUDA(ctx, gated_attention_backward, dq_x, dkv_x, dbias, dp, dout, saved, q_x, kv_x,
-                     bias, mask, p);
 
     /* dp may be NULL: no parameter gradient (no member access through it then) */
 #define GA_GRAD(field) (dp ? ga_grad(dp, &dp->field) : NULL)
@@ -475,10 +489,7 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         if (d.gated) {
             /* Gate of line 6: the sigmoid's gradient from its saved output; og becomes the
              * gate logits' gradient, dog the gradient of o. */
-            if (d.dt == MF_F64)
-                mf_cpu_gate_backward_f64(og.data, dog.data, o3.data, g3.data, mf_tensor_numel(&og));
-            else
-                mf_cpu_gate_backward(og.data, dog.data, o3.data, g3.data, mf_tensor_numel(&og));
+            MF_TRY_GOTO(ga_gate_backward(ctx, &og, &dog, &o3, &g3));
             if (dq_x || dgating_w || dgating_b)
                 MF_TRY_GOTO(mf_linear_backward(ctx, dq_x ? &dqx : NULL, dgating_w, dgating_b, &og,
                                                &qx, &p->gating_w));
@@ -493,7 +504,7 @@ mf_status mf_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *d
         if (need_dq) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dq, d.dt, 4, qs, lab));
         if (need_dk) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dk, d.dt, 4, ks, lab));
         if (need_dv) MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &dv, d.dt, 4, ks, lab));
-        mf_tensor do4 = mf_tensor_4(dog.data, d.dt, MF_DEV_CPU, 4, nb, d.Q, d.H, d.D);
+        mf_tensor do4 = mf_tensor_4(dog.data, d.dt, ctx->device, 4, nb, d.Q, d.H, d.D);
         mf_tensor so = mf_tensor_slice0(&saved->o, b0, nb),
                   sq = mf_tensor_slice0(&saved->q, b0, nb),
                   sk = mf_tensor_slice0(&saved->k, b0, nb),

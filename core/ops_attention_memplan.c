@@ -7,6 +7,7 @@
 #include "core/ops_memplan_attention.h"
 
 #include "core/cpu/cpu_backend.h"
+#include "core/cuda/colsum_slabs.h"
 
 int64_t mf_plan_slice_rows(int64_t chunk, int64_t n)
 {
@@ -93,7 +94,7 @@ static void scratch(mf_memsim *s, int64_t a, int64_t b, int64_t c)
 void mf_plan_attention_forward(mf_memsim *s, int64_t B, int64_t Q, int64_t K, int64_t H, int64_t D,
                                float scale)
 {
-    /* CUDA: no attention kernels yet (see the header) */
+    /* CUDA: the flash-style kernels keep everything in registers (core/cuda/cuda_attention.cu) */
     if (s->device != MF_DEV_CPU || B == 0 || Q == 0 || H == 0) return;
     const int64_t C = query_chunk(s->policy.chunk_size, Q), cap = chunk_capacity(C, Q);
     mf_memsim_mark_t mark = mf_memsim_mark(s);
@@ -116,7 +117,16 @@ void mf_plan_attention_backward(mf_memsim *s, int64_t B, int64_t Q, int64_t K, i
                                 float scale, bool dq, bool dk, bool dv, bool dbias)
 {
     const bool need_ds = dq || dk || dbias;
-    if (s->device != MF_DEV_CPU || B == 0 || Q == 0 || H == 0 || (!need_ds && !dv)) return;
+    if (B == 0 || Q == 0 || H == 0 || (!need_ds && !dv)) return;
+    if (s->device != MF_DEV_CPU) {
+        /* CUDA (core/cuda/cuda_attention.cu): the row term delta [B, H, Q], and dbias's column
+         * sum over the batch, whose partial sums are released before the op returns */
+        mf_memsim_mark_t mark = mf_memsim_mark(s);
+        if (need_ds) scratch(s, 1, B * H, Q);
+        if (dbias) mf_memsim_transient(s, 4 * (size_t)mf_colsum_partial_floats(1, B, H * Q * K));
+        mf_memsim_release(s, mark);
+        return;
+    }
     const int64_t C = query_chunk(s->policy.chunk_size, Q), cap = chunk_capacity(C, Q);
     mf_memsim_mark_t mark = mf_memsim_mark(s);
     scratch(s, H, K, D); /* kh */

@@ -4,10 +4,10 @@
  * core/ops_attention.c and core/cpu/attention_cpu.c make them (f64 runs, the double-precision
  * oracle, need no plan). Shapes as in core/ops.h.
  *
- * The attention family has no CUDA implementation yet (core/cuda/cuda_attention.cu refuses it):
- * on a CUDA simulator the plans replay the CPU composition, with the matrix-product plans of the
- * CUDA path and no scratch for the attention core; the CUDA backend issue updates them with its
- * kernels. */
+ * On a CUDA simulator the gated module replays the same composition (it runs on either device)
+ * with the matrix-product plans of the CUDA path; the core's flash-style kernels
+ * (core/cuda/cuda_attention.cu) take no scratch in the forward and the row term delta plus
+ * dbias's partial sums in the backward. Not yet checked against a GPU's arena. */
 #ifndef MF_CORE_OPS_MEMPLAN_ATTENTION_H
 #define MF_CORE_OPS_MEMPLAN_ATTENTION_H
 

@@ -1,6 +1,6 @@
 /* CUDA twins of the ops in core/ops.h: same names with mf_cuda_ and the same signatures, so
- * dispatch is one line. Ops the CUDA backend does not have yet return MF_ERR_UNSUPPORTED with a
- * message naming the op (the attention family and the rest belong to the CUDA backend issue). */
+ * dispatch is one line. The gated attention module has no twin: its composition in
+ * core/ops_attention.c runs on either device through the twins of the ops it calls. */
 #ifndef MF_CORE_CUDA_CUDA_OPS_H
 #define MF_CORE_CUDA_CUDA_OPS_H
 
@@ -57,16 +57,15 @@ mf_status mf_cuda_attention_backward(mf_ctx *ctx, mf_tensor *dq, mf_tensor *dk, 
                                      const mf_tensor *lse, const mf_tensor *q, const mf_tensor *k,
                                      const mf_tensor *v, const mf_tensor *bias,
                                      const mf_tensor *mask, float scale);
-mf_status mf_cuda_gated_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_attention_saved *saved,
-                                          const mf_tensor *q_x, const mf_tensor *kv_x,
-                                          const mf_tensor *bias, const mf_tensor *mask,
-                                          const mf_attention_params *p, bool accumulate);
-mf_status mf_cuda_gated_attention_backward(mf_ctx *ctx, mf_tensor *dq_x, mf_tensor *dkv_x,
-                                           mf_tensor *dbias, mf_attention_params *dp,
-                                           const mf_tensor *dout, const mf_attention_saved *saved,
-                                           const mf_tensor *q_x, const mf_tensor *kv_x,
-                                           const mf_tensor *bias, const mf_tensor *mask,
-                                           const mf_attention_params *p);
+/* The gate backward of the gated attention module (as mf_cpu_gate_backward; all f32):
+ * dlogit = dog * o * g * (1 - g), then dog *= g. */
+mf_status mf_cuda_gate_backward(mf_ctx *ctx, mf_tensor *dlogit, mf_tensor *dog, const mf_tensor *o,
+                                const mf_tensor *g);
+
+/* Dropout mask [A, C] f32 on the device: element i is `scale` when the Philox uniform
+ * mf_rng_uniform(seed, stream, i) < keep, else 0 (as mf_dropout_mask on the CPU, bit for bit). */
+mf_status mf_cuda_dropout_mask(mf_ctx *ctx, mf_tensor *mask, float keep, float scale, uint64_t seed,
+                               uint64_t stream);
 
 #ifdef __cplusplus
 }

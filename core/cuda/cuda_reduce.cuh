@@ -9,11 +9,10 @@
 #ifndef MF_CORE_CUDA_CUDA_REDUCE_CUH
 #define MF_CORE_CUDA_CUDA_REDUCE_CUH
 
+#include "core/cuda/colsum_slabs.h"
 #include "core/cuda/cuda_internal.h"
 
-/* Number of blocks pass 1 aims for: enough to fill a large GPU several times. A constant, not the
- * SM count, so that the summation order and hence the bits are the same on every GPU. */
-#define MF_COLSUM_TARGET_BLOCKS 1024
+static_assert(MF_COLSUM_THREADS == MF_CUDA_THREADS, "colsum_slabs.h mirrors the block size");
 
 template <class F>
 __global__ void __launch_bounds__(MF_CUDA_THREADS)
@@ -68,22 +67,13 @@ static mf_status mf_cuda_colsum_impl(mf_ctx *ctx, float *out, F f, int64_t outer
 {
     const int64_t outer_inner = outer * inner;
     if (outer_inner == 0) return MF_OK;
-    int ti_log2 = 0;
-    while ((1 << ti_log2) < inner && ti_log2 < 5) ti_log2++;
-    const int64_t TI = (int64_t)1 << ti_log2, KL = MF_CUDA_THREADS / TI;
-    const int64_t ntiles = (inner + TI - 1) / TI;
+    const mf_colsum_split sp = mf_colsum_split_of(outer, n, inner);
+    const int ti_log2 = sp.ti_log2;
+    const int64_t ntiles = sp.ntiles, nslab = sp.nslab, slab = sp.slab;
     const int64_t blocks = outer * ntiles;
     if (blocks > INT_MAX)
         return MF_ERROR(MF_ERR_UNSUPPORTED, "reduction over [%lld, %lld, %lld]: too many outputs",
                         (long long)outer, (long long)n, (long long)inner);
-    int64_t nslab = (MF_COLSUM_TARGET_BLOCKS + blocks - 1) / blocks;
-    const int64_t max_useful = (n + 4 * KL - 1) / (4 * KL); /* at least 4 terms per thread */
-    if (nslab > max_useful) nslab = max_useful;
-    if (nslab > 65535) nslab = 65535;
-    if (nslab < 1) nslab = 1;
-    const int64_t slab = (n + nslab - 1) / nslab;
-    if (slab > 0) nslab = (n + slab - 1) / slab;
-    if (nslab < 1) nslab = 1;
     cudaStream_t stream = ctx->cuda->stream;
     if (nslab == 1) {
         mf_colsum_kernel<F><<<dim3((unsigned)blocks, 1), MF_CUDA_THREADS, 0, stream>>>(

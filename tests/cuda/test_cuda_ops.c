@@ -13,6 +13,10 @@
  * the element's own (possibly cancelled) value. A wrong index or a missing term still errs by
  * O(max|ref|) and fails.
  *
+ * The attention core (flash-style kernels, f32 and bf16-stored inputs, head dims below and above
+ * the register slice) and AlphaFold 2's gated attention module composed on the device, forward
+ * and backward.
+ *
  * Plus: f32 <-> bf16 conversion bit-exact against core/dtype.h (ties, NaN payloads, overflow,
  * denormals), and bitwise run-to-run determinism of the reductions (two-pass, no atomics). */
 #include <math.h>
@@ -30,6 +34,7 @@ int main(void)
 
 #include "core/cuda/cuda_backend.h"
 #include "core/cuda/cuda_ops.h"
+#include "evoformer/dropout.h"
 
 static mf_ctx g_cpu, g_gpu;
 static mf_arena g_cpu_arena, g_gpu_arena;
@@ -48,7 +53,7 @@ typedef struct {
 #define MAX_HOST 128
 static void *g_host[MAX_HOST];
 static int g_nhost;
-static mf_arena_mark_t g_case_mark;
+static mf_arena_mark_t g_case_mark, g_case_mark_cpu;
 
 static void *hmalloc(size_t bytes)
 {
@@ -64,11 +69,13 @@ static void *hmalloc(size_t bytes)
 static void case_begin(void)
 {
     g_case_mark = mf_arena_mark(&g_gpu_arena);
+    g_case_mark_cpu = mf_arena_mark(&g_cpu_arena);
 }
 
 static void case_end(void)
 {
     mf_arena_release(&g_gpu_arena, g_case_mark);
+    mf_arena_release(&g_cpu_arena, g_case_mark_cpu);
     while (g_nhost > 0) free(g_host[--g_nhost]);
 }
 
@@ -293,6 +300,152 @@ static void test_softmax(int64_t B, int64_t H, int64_t Q, int64_t K, bool with_b
     MF_TEST_OK(mf_cuda_softmax_backward(&g_gpu, &dx.gpu, &dbias.gpu, &dy.gpu, &y.gpu));
     check("softmax_backward dx +=", &dx, TOL_F32_SUM);
     check("softmax_backward dbias +=", &dbias, TOL_F32_SUM);
+    case_end();
+}
+
+/* ---- attention ------------------------------------------------------------------------------- */
+
+/* t's data converted to bf16 on each side (arena tensors of the case), or t itself for f32. */
+static void to_storage(const buf *t, mf_dtype dt, mf_tensor *cpu, mf_tensor *gpu)
+{
+    *cpu = t->cpu;
+    *gpu = t->gpu;
+    if (dt == MF_F32) return;
+    MF_TEST_OK(mf_arena_tensor(&g_cpu_arena, cpu, dt, t->cpu.ndim, t->cpu.shape, "bf16 copy"));
+    MF_TEST_OK(mf_arena_tensor(&g_gpu_arena, gpu, dt, t->cpu.ndim, t->cpu.shape, "bf16 copy"));
+    MF_TEST_OK(mf_convert(&g_cpu, cpu, &t->cpu));
+    if (t->gpu.data && gpu->data) MF_TEST_OK(mf_convert(&g_gpu, gpu, &t->gpu));
+}
+
+/* The attention core (flash-style kernels) against the CPU op: out and lse poisoned, gradients
+ * accumulated onto random values; the backward runs from the CPU's out and lse so only the
+ * backward kernels are compared. */
+static void test_attention(int64_t B, int64_t Q, int64_t K, int64_t H, int64_t D, bool with_bias,
+                           bool with_mask, mf_dtype storage)
+{
+    printf("attention q [%lld, %lld, %lld, %lld], K %lld, bias %s, mask %s, q/k/v/out %s\n",
+           (long long)B, (long long)Q, (long long)H, (long long)D, (long long)K,
+           with_bias ? "[H, Q, K]" : "none", with_mask ? "[B, K] with zeros" : "none",
+           mf_dtype_name(storage));
+    case_begin();
+    const float scale = 1.0f / sqrtf((float)D);
+    buf q = RAND(141, 1.0f, B, Q, H, D), k = RAND(142, 1.0f, B, K, H, D),
+        v = RAND(143, 1.0f, B, K, H, D), bias = RAND(144, 1.0f, H, Q, K);
+    buf mask = mask_buf(145, B, K);
+    mf_tensor qc, qg, kc, kg, vc, vg;
+    to_storage(&q, storage, &qc, &qg);
+    to_storage(&k, storage, &kc, &kg);
+    to_storage(&v, storage, &vc, &vg);
+    const mf_tensor *bc = with_bias ? &bias.cpu : NULL, *bg = with_bias ? &bias.gpu : NULL;
+    const mf_tensor *mc = with_mask ? &mask.cpu : NULL, *mg = with_mask ? &mask.gpu : NULL;
+    buf out = OUT(B, Q, H, D), lse = OUT(B, H, Q);
+    MF_TEST_OK(mf_attention_forward(&g_cpu, &out.cpu, &lse.cpu, &qc, &kc, &vc, bc, mc, scale));
+    MF_TEST_OK(mf_attention_forward(&g_gpu, &out.gpu, &lse.gpu, &qg, &kg, &vg, bg, mg, scale));
+    check("attention_forward out", &out, TOL_F32_SUM);
+    check("attention_forward lse", &lse, TOL_F32);
+    /* inference form: no lse */
+    buf out2 = OUT(B, Q, H, D);
+    MF_TEST_OK(mf_attention_forward(&g_gpu, &out2.gpu, NULL, &qg, &kg, &vg, bg, mg, scale));
+    memcpy(out2.h, out.h, (size_t)out.n * sizeof(float));
+    check("attention_forward out (no lse)", &out2, TOL_F32_SUM);
+
+    upload(&out);
+    upload(&lse);
+    mf_tensor oc, og;
+    to_storage(&out, storage, &oc, &og);
+    buf dout = RAND(146, 1.0f, B, Q, H, D);
+    buf dq = RAND(147, 1.0f, B, Q, H, D), dk = RAND(148, 1.0f, B, K, H, D),
+        dv = RAND(149, 1.0f, B, K, H, D), dbias = RAND(150, 1.0f, H, Q, K);
+    MF_TEST_OK(mf_attention_backward(&g_cpu, &dq.cpu, &dk.cpu, &dv.cpu,
+                                     with_bias ? &dbias.cpu : NULL, &dout.cpu, &oc, &lse.cpu, &qc,
+                                     &kc, &vc, bc, mc, scale));
+    MF_TEST_OK(mf_attention_backward(&g_gpu, &dq.gpu, &dk.gpu, &dv.gpu,
+                                     with_bias ? &dbias.gpu : NULL, &dout.gpu, &og, &lse.gpu, &qg,
+                                     &kg, &vg, bg, mg, scale));
+    check("attention_backward dq +=", &dq, TOL_F32_SUM);
+    check("attention_backward dk +=", &dk, TOL_F32_SUM);
+    check("attention_backward dv +=", &dv, TOL_F32_SUM);
+    if (with_bias) check("attention_backward dbias +=", &dbias, TOL_F32_SUM);
+
+    /* dv alone (no ds needed: no delta) */
+    buf dv2 = RAND(151, 1.0f, B, K, H, D);
+    MF_TEST_OK(mf_attention_backward(&g_cpu, NULL, NULL, &dv2.cpu, NULL, &dout.cpu, &oc, &lse.cpu,
+                                     &qc, &kc, &vc, bc, mc, scale));
+    MF_TEST_OK(mf_attention_backward(&g_gpu, NULL, NULL, &dv2.gpu, NULL, &dout.gpu, &og, &lse.gpu,
+                                     &qg, &kg, &vg, bg, mg, scale));
+    check("attention_backward dv alone +=", &dv2, TOL_F32_SUM);
+    case_end();
+}
+
+/* AlphaFold 2's gated attention module composed from the twins on the device (projections on
+ * cuBLAS, the core above, the gate), forward with saved activations and backward, against the
+ * CPU; batch slices of 3 rows (policy chunk 3) on both sides. */
+static void test_gated_attention(mf_dtype storage)
+{
+    const int64_t B = 5, N = 37, C = 19, H = 3, D = 8, Co = 23;
+    printf("gated attention x [%lld, %lld, %lld], %lld heads of %lld, out %lld, saved %s, "
+           "chunk 3\n",
+           (long long)B, (long long)N, (long long)C, (long long)H, (long long)D, (long long)Co,
+           mf_dtype_name(storage));
+    case_begin();
+    g_cpu.policy.storage = g_gpu.policy.storage = storage;
+    g_cpu.policy.chunk_size = g_gpu.policy.chunk_size = 3;
+    buf x = RAND(161, 1.0f, B, N, C), bias = RAND(162, 1.0f, H, N, N), mask = mask_buf(163, B, N);
+    buf qw = RAND(164, 0.3f, C, H, D), kw = RAND(165, 0.3f, C, H, D), vw = RAND(166, 0.3f, C, H, D),
+        gw = RAND(167, 0.3f, C, H, D), gb = RAND(168, 1.0f, H, D), ow = RAND(169, 0.3f, H, D, Co),
+        ob = RAND(170, 1.0f, Co);
+    mf_attention_params pc = {qw.cpu, kw.cpu, vw.cpu, gw.cpu, gb.cpu, ow.cpu, ob.cpu, true};
+    mf_attention_params pg = {qw.gpu, kw.gpu, vw.gpu, gw.gpu, gb.gpu, ow.gpu, ob.gpu, true};
+    buf out = OUT(B, N, Co);
+    mf_attention_saved sc, sg;
+    MF_TEST_OK(mf_gated_attention_forward(&g_cpu, &out.cpu, &sc, &x.cpu, &x.cpu, &bias.cpu,
+                                          &mask.cpu, &pc, false));
+    MF_TEST_OK(mf_gated_attention_forward(&g_gpu, &out.gpu, &sg, &x.gpu, &x.gpu, &bias.gpu,
+                                          &mask.gpu, &pg, false));
+    check("gated_attention_forward out", &out, TOL_F32_SUM);
+
+    buf dout = RAND(171, 1.0f, B, N, Co), dx = RAND(172, 1.0f, B, N, C),
+        dbias = RAND(173, 1.0f, H, N, N);
+    buf dqw = RAND(174, 1.0f, C, H, D), dkw = RAND(175, 1.0f, C, H, D),
+        dvw = RAND(176, 1.0f, C, H, D), dgw = RAND(177, 1.0f, C, H, D), dgb = RAND(178, 1.0f, H, D),
+        dow = RAND(179, 1.0f, H, D, Co), dob = RAND(180, 1.0f, Co);
+    mf_attention_params dpc = {dqw.cpu, dkw.cpu, dvw.cpu, dgw.cpu, dgb.cpu, dow.cpu, dob.cpu, true};
+    mf_attention_params dpg = {dqw.gpu, dkw.gpu, dvw.gpu, dgw.gpu, dgb.gpu, dow.gpu, dob.gpu, true};
+    MF_TEST_OK(mf_gated_attention_backward(&g_cpu, &dx.cpu, &dx.cpu, &dbias.cpu, &dpc, &dout.cpu,
+                                           &sc, &x.cpu, &x.cpu, &bias.cpu, &mask.cpu, &pc));
+    MF_TEST_OK(mf_gated_attention_backward(&g_gpu, &dx.gpu, &dx.gpu, &dbias.gpu, &dpg, &dout.gpu,
+                                           &sg, &x.gpu, &x.gpu, &bias.gpu, &mask.gpu, &pg));
+    /* bf16 storage rounds the saved activations the same way on both sides (one conversion
+     * routine); the sums differ in order only */
+    check("gated_attention_backward dx +=", &dx, TOL_F32_SUM);
+    check("gated_attention_backward dbias +=", &dbias, TOL_F32_SUM);
+    check("gated_attention_backward dquery_w +=", &dqw, TOL_F32_SUM);
+    check("gated_attention_backward dkey_w +=", &dkw, TOL_F32_SUM);
+    check("gated_attention_backward dvalue_w +=", &dvw, TOL_F32_SUM);
+    check("gated_attention_backward dgating_w +=", &dgw, TOL_F32_SUM);
+    check("gated_attention_backward dgating_b +=", &dgb, TOL_F32_SUM);
+    check("gated_attention_backward doutput_w +=", &dow, TOL_F32_SUM);
+    check("gated_attention_backward doutput_b +=", &dob, TOL_F32_SUM);
+    g_cpu.policy.storage = g_gpu.policy.storage = MF_F32;
+    g_cpu.policy.chunk_size = g_gpu.policy.chunk_size = 0;
+    case_end();
+}
+
+/* Dropout masks drawn on the device: the same bits as the host's (one Philox stream). */
+static void test_dropout_mask(int64_t A, int64_t C, double rate)
+{
+    printf("dropout mask [%lld, %lld], rate %g\n", (long long)A, (long long)C, rate);
+    case_begin();
+    buf m = OUT(A, C);
+    const uint64_t seed = 2024, stream = 0x0102000300040005ull;
+    MF_TEST_OK(mf_dropout_mask(&g_cpu, &m.cpu, rate, seed, stream));
+    MF_TEST_OK(mf_dropout_mask(&g_gpu, &m.gpu, rate, seed, stream));
+    float *g = nan_array(m.n);
+    if (m.gpu.data) MF_TEST_OK(mf_cuda_copy_to_host(g, m.gpu.data, (size_t)m.n * sizeof(float)));
+    mf_check_bitwise_f32("dropout_mask on the device", g, m.h, m.n);
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < m.n; i++) zeros += m.h[i] == 0.0f;
+    printf("  %lld of %lld dropped (rate %g)\n", (long long)zeros, (long long)m.n, rate);
     case_end();
 }
 
@@ -621,6 +774,17 @@ int main(void)
     test_softmax(2, 3, 37, 45, false, false);
     test_softmax(3, 2, 5, 200, true, true);
     test_softmax(2, 1, 7, 5, false, true);
+
+    test_attention(3, 37, 45, 2, 8, true, true, MF_F32);
+    test_attention(2, 33, 33, 4, 32, true, false, MF_F32);
+    test_attention(2, 21, 35, 3, 40, false, true, MF_F32);  /* D > MF_ATTN_DREG: two slices */
+    test_attention(7, 1, 5, 4, 16, false, true, MF_F32);    /* cross attention, one query */
+    test_attention(2, 29, 31, 3, 24, true, true, MF_BF16);  /* bf16-stored q, k, v, out */
+    test_attention(1, 300, 300, 4, 32, true, true, MF_F32); /* many blocks; dbias over B=1 */
+    test_gated_attention(MF_F32);
+    test_gated_attention(MF_BF16);
+    test_dropout_mask(37, 45, 0.15);
+    test_dropout_mask(1, 100003, 0.25);
 
     test_activation(MF_ACT_RELU, "relu");
     test_activation(MF_ACT_SIGMOID, "sigmoid");
