@@ -3,6 +3,9 @@
 
 #include "core/ops.h"
 #include "core/rng.h"
+#ifdef MF_HAVE_CUDA
+#include "core/cuda/cuda_ops.h"
+#endif
 
 mf_dropout_key mf_dropout_key_inference(void)
 {
@@ -31,12 +34,17 @@ mf_status mf_dropout_mask(mf_ctx *ctx, mf_tensor *mask, double rate, uint64_t se
     MF_REQUIRE(ctx && mask && mask->data && mask->ndim == 2, "dropout mask must be [A, C]");
     MF_REQUIRE(rate >= 0.0 && rate < 1.0, "dropout rate %g outside [0, 1)", rate);
     MF_REQUIRE(mask->dtype == MF_F32 || mask->dtype == MF_F64, "dropout mask must be f32 or f64");
-    if (ctx->device != MF_DEV_CPU || mask->device != MF_DEV_CPU)
-        return MF_ERROR(MF_ERR_UNSUPPORTED,
-                        "dropout masks are drawn on the host; a device op to fill a tensor from "
-                        "the Philox stream is needed for CUDA");
+    MF_REQUIRE(mask->device == ctx->device, "dropout mask is not on the context's device");
     const int64_t n = mf_tensor_numel(mask);
     const float keep = (float)(1.0 - rate);
+    if (ctx->device == MF_DEV_CUDA) {
+#ifdef MF_HAVE_CUDA
+        MF_REQUIRE(mask->dtype == MF_F32, "dropout mask on CUDA must be f32");
+        return mf_cuda_dropout_mask(ctx, mask, keep, (float)(1.0 / (1.0 - rate)), seed, stream);
+#else
+        return MF_ERROR(MF_ERR_UNSUPPORTED, "dropout mask: memfold was built without CUDA");
+#endif
+    }
     /* AF2 divides by keep_rate; the mask carries 1/keep_rate (in the mask's precision). */
     if (mask->dtype == MF_F64) {
         double *p = mask->data;
