@@ -5,7 +5,10 @@
  * maximum, so it only grows from row to row), and the ratio of each to the first policy, the
  * baseline (chunk off, recompute off, f32 storage and compute). Sizes default to AF2's
  * (c_m 256, c_z 128, N_seq 128, N_res 256; heads, per-head channels and hidden widths of the
- * af2-initial preset); parameters are drawn with AF2's initialisers. */
+ * af2-initial preset); parameters are drawn with AF2's initialisers. --device cuda runs the
+ * block on the GPU (parameters and inputs drawn on the host, copied to the device arena; each
+ * timed run ends with a device synchronisation) and adds the device memory in use
+ * (cudaMemGetInfo) after the runs. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,9 @@
 
 #include "bench/bench.h"
 #include "core/rng.h"
+#ifdef MF_HAVE_CUDA
+#include "core/cuda/cuda_backend.h"
+#endif
 #include "evoformer/evoformer_stack.h"
 #include "model/config.h"
 
@@ -54,19 +60,19 @@ static void fill_normal(mf_tensor *t, uint64_t stream, float sd)
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f,
-        "usage: memfold bench evoformer-block [--c-m C] [--c-z C] [--n-seq S] [--n-res N]\n"
-        "          [--blocks B] [--chunk N|off] [--recompute off|block|every:K]\n"
-        "          [--storage f32|bf16] [--compute f32|bf16] [--inplace on|off]\n"
-        "          [--policies all] [--json] [--csv FILE] [--memory-table] [--arena-gib G]\n"
-        "          [--warmup W] [--reps R]\n"
-        "  one Evoformer block (or a stack of B blocks) forward+backward in training mode\n"
-        "  per memory policy: time, exact arena peak, process peak RSS, ratios to the\n"
-        "  baseline (first row: chunk off, recompute off, f32, f32). Without --policies the\n"
-        "  rows are the baseline and the policy given by the flags. Defaults: C_m=256\n"
-        "  C_z=128 S=128 N=256 B=1 (AF2 sizes; heads and widths of the af2-initial preset);\n"
-        "  W=1 untimed baseline runs first (oneDNN builds its primitives); time: best of R=1.\n");
+    fprintf(f,
+            "usage: memfold bench evoformer-block [--c-m C] [--c-z C] [--n-seq S] [--n-res N]\n"
+            "          [--blocks B] [--chunk N|off] [--recompute off|block|every:K]\n"
+            "          [--storage f32|bf16] [--compute f32|bf16] [--inplace on|off]\n"
+            "          [--policies all] [--json] [--csv FILE] [--memory-table] [--arena-gib G]\n"
+            "          [--warmup W] [--reps R] [--device cpu|cuda]\n"
+            "  one Evoformer block (or a stack of B blocks) forward+backward in training mode\n"
+            "  per memory policy: time, exact arena peak, process peak RSS, ratios to the\n"
+            "  baseline (first row: chunk off, recompute off, f32, f32). Without --policies the\n"
+            "  rows are the baseline and the policy given by the flags. Defaults: C_m=256\n"
+            "  C_z=128 S=128 N=256 B=1 (AF2 sizes; heads and widths of the af2-initial preset);\n"
+            "  W=1 untimed baseline runs first (oneDNN builds its primitives); time: best of R=1.\n"
+            "  --device cuda: on the GPU (arena of G GiB on the device; default G=20).\n");
 }
 
 static int parse_size(const char *opt, const char *v, int64_t *out)
@@ -126,6 +132,9 @@ static mf_status run_policy(mf_ctx *ctx, const bench_policy *pol, const mf_evofo
                                                 (mf_evoformer_block_params *)(void *)dP, &saved,
                                                 msa_mask, pair_mask, p, d));
     }
+#ifdef MF_HAVE_CUDA
+    if (ctx->device == MF_DEV_CUDA) MF_TRY_GOTO(mf_cuda_synchronize(ctx->cuda));
+#endif
     row->seconds = now_s() - t0;
     row->arena_peak = mf_arena_high_water(a) - base;
     row->rss_peak = rss_peak_bytes();
@@ -169,6 +178,7 @@ int mf_bench_evoformer_block(int argc, char **argv)
             reps = 1;
     const char *csv_path = NULL;
     bool json = false, all = false, table = false;
+    mf_device device = MF_DEV_CPU;
     mf_policy flags = mf_policy_default();
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -209,7 +219,14 @@ int mf_bench_evoformer_block(int argc, char **argv)
             rc = parse_size(o, v, &arena_gib);
         else if (!strcmp(o, "--csv"))
             csv_path = v;
-        else if (!strcmp(o, "--policies")) {
+        else if (!strcmp(o, "--device")) {
+            if (!strcmp(v, "cuda"))
+                device = MF_DEV_CUDA;
+            else if (strcmp(v, "cpu")) {
+                fprintf(stderr, "memfold bench evoformer-block: --device takes cpu or cuda\n");
+                return 2;
+            }
+        } else if (!strcmp(o, "--policies")) {
             if (strcmp(v, "all")) {
                 fprintf(stderr, "memfold bench evoformer-block: --policies takes 'all'\n");
                 return 2;
@@ -278,52 +295,96 @@ int mf_bench_evoformer_block(int argc, char **argv)
         }
     }
 
-    mf_arena arena;
+    if (device == MF_DEV_CUDA && !mf_cuda_available()) {
+        fprintf(stderr, "memfold bench evoformer-block: --device cuda: no CUDA device (or memfold "
+                        "was built without CUDA)\n");
+        return 1;
+    }
+    /* parameters and inputs are drawn in a host arena (stage); on CUDA they are then copied to
+     * the device arena */
+    const int64_t nparam = mf_params_numel(sspecs, np);
+    const size_t stage_bytes =
+        (size_t)(nparam + 4 * S * N * c_m + 4 * N * N * c_z + S * N + N * N) * sizeof(float) +
+        ((size_t)64 << 20);
+    mf_arena arena, stage_arena;
     mf_ctx ctx;
-    if (mf_arena_init(&arena, MF_DEV_CPU, (size_t)arena_gib << 30, "bench") != MF_OK ||
-        mf_ctx_init(&ctx, MF_DEV_CPU, &arena) != MF_OK) {
+    if (mf_arena_init(&arena, device, (size_t)arena_gib << 30, "bench") != MF_OK ||
+        mf_ctx_init(&ctx, device, &arena) != MF_OK) {
         fprintf(stderr, "memfold bench evoformer-block: %s\n", mf_last_error());
         return 1;
     }
+    mf_arena *stage = &arena;
+    if (device == MF_DEV_CUDA) {
+        if (mf_arena_init(&stage_arena, MF_DEV_CPU, stage_bytes, "bench host stage") != MF_OK) {
+            fprintf(stderr, "memfold bench evoformer-block: %s\n", mf_last_error());
+            mf_ctx_destroy(&ctx);
+            mf_arena_destroy(&arena);
+            return 1;
+        }
+        stage = &stage_arena;
+    }
     int rc = 0;
     mf_tensor P[NP], dP[NP], m, z, msa_mask, pair_mask, gm, gz;
-    mf_status st = mf_params_alloc(&arena, sspecs, np, P, "bench.params");
+    mf_tensor hP[NP], hm, hz, hgm, hgz;
+    mf_status st = mf_params_alloc(stage, sspecs, np, hP, "bench.params");
     if (st == MF_OK) st = mf_params_alloc(&arena, sspecs, np, dP, "bench.grads");
     for (int64_t b = 0; st == MF_OK && b < blocks; b++) {
         /* AF2's initialisers, block by block (a stacked array's row b is one block's tensor) */
         mf_tensor rows[NP];
         if (blocks > 1) {
             for (int i = 0; i < np; i++) {
-                rows[i] = mf_tensor_slice0(&P[i], b, 1);
+                rows[i] = mf_tensor_slice0(&hP[i], b, 1);
                 rows[i].ndim = specs[i].ndim;
                 for (int k = 0; k < MF_MAX_DIMS; k++) rows[i].shape[k] = specs[i].shape[k];
             }
         } else {
-            memcpy(rows, P, sizeof rows);
+            memcpy(rows, hP, sizeof rows);
         }
         st = mf_params_init(specs, np, rows, 7, (uint64_t)b * 1000);
     }
     if (st == MF_OK)
-        st = mf_arena_tensor(&arena, &m, MF_F32, 3, (int64_t[]){S, N, c_m}, "bench.in");
+        st = mf_arena_tensor(stage, &hm, MF_F32, 3, (int64_t[]){S, N, c_m}, "bench.in");
     if (st == MF_OK)
-        st = mf_arena_tensor(&arena, &z, MF_F32, 3, (int64_t[]){N, N, c_z}, "bench.in");
-    if (st == MF_OK) st = mf_arena_tensor(&arena, &gm, MF_F32, 3, m.shape, "bench.in");
-    if (st == MF_OK) st = mf_arena_tensor(&arena, &gz, MF_F32, 3, z.shape, "bench.in");
+        st = mf_arena_tensor(stage, &hz, MF_F32, 3, (int64_t[]){N, N, c_z}, "bench.in");
+    if (st == MF_OK) st = mf_arena_tensor(stage, &hgm, MF_F32, 3, hm.shape, "bench.in");
+    if (st == MF_OK) st = mf_arena_tensor(stage, &hgz, MF_F32, 3, hz.shape, "bench.in");
+    if (st == MF_OK) {
+        fill_normal(&hm, 1, 1.0f);
+        fill_normal(&hz, 2, 1.0f);
+        fill_normal(&hgm, 3, 1.0f);
+        fill_normal(&hgz, 4, 1.0f);
+    }
+    if (device == MF_DEV_CPU) {
+        memcpy(P, hP, sizeof P);
+        m = hm;
+        z = hz;
+        gm = hgm;
+        gz = hgz;
+    } else {
+        if (st == MF_OK) st = mf_params_alloc(&arena, sspecs, np, P, "bench.params");
+        if (st == MF_OK) st = mf_arena_tensor(&arena, &m, MF_F32, 3, hm.shape, "bench.in");
+        if (st == MF_OK) st = mf_arena_tensor(&arena, &z, MF_F32, 3, hz.shape, "bench.in");
+        if (st == MF_OK) st = mf_arena_tensor(&arena, &gm, MF_F32, 3, hm.shape, "bench.in");
+        if (st == MF_OK) st = mf_arena_tensor(&arena, &gz, MF_F32, 3, hz.shape, "bench.in");
+#ifdef MF_HAVE_CUDA
+        for (int i = 0; st == MF_OK && i < np; i++)
+            st = mf_cuda_copy_to_device(P[i].data, hP[i].data, mf_tensor_bytes(&hP[i]));
+        const mf_tensor *src[4] = {&hm, &hz, &hgm, &hgz}, *dst[4] = {&m, &z, &gm, &gz};
+        for (int i = 0; st == MF_OK && i < 4; i++)
+            st = mf_cuda_copy_to_device(dst[i]->data, src[i]->data, mf_tensor_bytes(src[i]));
+#endif
+    }
     if (st == MF_OK)
         st = mf_arena_tensor(&arena, &msa_mask, MF_F32, 2, (int64_t[]){S, N}, "bench.in");
     if (st == MF_OK)
         st = mf_arena_tensor(&arena, &pair_mask, MF_F32, 2, (int64_t[]){N, N}, "bench.in");
+    if (st == MF_OK) st = mf_fill(&ctx, &msa_mask, 1.0f);
+    if (st == MF_OK) st = mf_fill(&ctx, &pair_mask, 1.0f);
     if (st != MF_OK) {
         fprintf(stderr, "memfold bench evoformer-block: setup: %s\n", mf_last_error());
         rc = 1;
         goto done;
     }
-    fill_normal(&m, 1, 1.0f);
-    fill_normal(&z, 2, 1.0f);
-    fill_normal(&gm, 3, 1.0f);
-    fill_normal(&gz, 4, 1.0f);
-    mf_fill(&ctx, &msa_mask, 1.0f);
-    mf_fill(&ctx, &pair_mask, 1.0f);
 
     FILE *csv = NULL;
     if (csv_path && !(csv = fopen(csv_path, "w"))) {
@@ -422,10 +483,23 @@ int mf_bench_evoformer_block(int argc, char **argv)
     else
         printf("arena peak: exact high-water mark above parameters, gradients and inputs; peak "
                "RSS: getrusage, a process-wide maximum (only grows from row to row)\n");
+#ifdef MF_HAVE_CUDA
+    if (device == MF_DEV_CUDA && !json) {
+        size_t dfree = 0, dtotal = 0;
+        char ab[32], ub[32], tb[32];
+        if (mf_cuda_mem_info(&dfree, &dtotal) == MF_OK)
+            printf("device memory in use (cudaMemGetInfo; the %s arena is reserved whole): %s of "
+                   "%s\n",
+                   mf_format_bytes((size_t)arena_gib << 30, ab, sizeof ab),
+                   mf_format_bytes(dtotal - dfree, ub, sizeof ub),
+                   mf_format_bytes(dtotal, tb, sizeof tb));
+    }
+#endif
 done_csv:
     if (csv) fclose(csv);
 done:
     mf_ctx_destroy(&ctx);
     mf_arena_destroy(&arena);
+    if (stage != &arena) mf_arena_destroy(&stage_arena);
     return rc;
 }
