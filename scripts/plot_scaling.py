@@ -20,7 +20,8 @@ def main():
     if not rows:
         sys.exit("plot_scaling.py: no rows in " + sys.argv[1])
     n = [int(r["n_res"]) for r in rows]
-    col = lambda k: [float(r[k]) / GIB for r in rows]  # noqa: E731
+    # an empty cell (the 48-block model where it does not fit the budget) plots as a gap
+    col = lambda k: [float(r[k]) / GIB if r[k] else float("nan") for r in rows]  # noqa: E731
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.8))
     a = ax[0]
     a.plot(n, col("arena_peak_bytes"), "o-", label="arena peak, measured")
@@ -34,7 +35,8 @@ def main():
         mx = json.load(open(sys.argv[3]))
         if mx.get("max_nres"):
             a.axvline(mx["max_nres"], color="gray", ls="--", lw=1)
-            a.annotate("model: largest N_res in 24 GiB = %d" % mx["max_nres"],
+            a.annotate("model: largest N_res in %g GiB = %d" % (mx.get("budget_gib", 24),
+                                                                 mx["max_nres"]),
                        (mx["max_nres"], 1), rotation=90, va="bottom", ha="right", fontsize=8)
     a.set_xscale("log", base=2)
     a.set_yscale("log", base=2)
