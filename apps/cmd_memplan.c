@@ -277,8 +277,9 @@ int mf_cmd_memplan(int argc, char **argv)
         if (r.fixed_bytes) print_bytes_line("cuBLAS workspace", r.fixed_bytes, NULL);
         print_bytes_line("total", r.total, NULL);
         if (o.device == MF_DEV_CUDA)
-            printf("note: the CUDA replay is the CPU composition with CUDA's bf16 operand copies "
-                   "and cuBLAS's workspace; it is not yet checked on a GPU\n");
+            printf("note: the CUDA replay is the model code's composition with CUDA's bf16 operand "
+                   "copies, the attention kernels' scratch and cuBLAS's workspace; it is not yet "
+                   "checked on a GPU\n");
         if (budget > 0) {
             if (max_nres > 0)
                 printf("largest N_res within %s: %lld (predicted total %s)\n",
