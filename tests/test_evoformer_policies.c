@@ -37,19 +37,7 @@
 #define TOL_BF16_COMPUTE_OUT 4e-2
 #define TOL_BF16_COMPUTE     2e-1
 
-static const h_sizes k_sizes = {.S = 9,
-                                .N = 11,
-                                .c_m = 8,
-                                .c_z = 8,
-                                .heads = 2,
-                                .c_hidden = 4,
-                                .factor = 2,
-                                .opm_c = 4,
-                                .tri_mul_c = 6,
-                                .rate_row = 0.15,
-                                .rate_col = 0.1,
-                                .rate_tri_mul = 0.25,
-                                .rate_tri_att = 0.25};
+static const h_sizes k_sizes = H_SMALL_SIZES;
 
 typedef struct {
     double worst; /* max over arrays of max|a - b| / scale */

@@ -24,19 +24,7 @@ int main(void)
 static mf_ctx g_gpu;
 static mf_arena g_gpu_arena;
 
-static const h_sizes k_sizes = {.S = 9,
-                                .N = 11,
-                                .c_m = 8,
-                                .c_z = 8,
-                                .heads = 2,
-                                .c_hidden = 4,
-                                .factor = 2,
-                                .opm_c = 4,
-                                .tri_mul_c = 6,
-                                .rate_row = 0.15,
-                                .rate_col = 0.1,
-                                .rate_tri_mul = 0.25,
-                                .rate_tri_att = 0.25};
+static const h_sizes k_sizes = H_SMALL_SIZES;
 
 /* A device copy of n f32 values (NaN when src is NULL), from the GPU arena. */
 static void *dev_copy(const float *src, int64_t n)
