@@ -37,15 +37,16 @@ mf_status mf_dropout_mask(mf_ctx *ctx, mf_tensor *mask, double rate, uint64_t se
     MF_REQUIRE(mask->device == ctx->device, "dropout mask is not on the context's device");
     const int64_t n = mf_tensor_numel(mask);
     const float keep = (float)(1.0 - rate);
+    /* AF2 divides by keep_rate; the mask carries 1/keep_rate (in the mask's precision). */
+    const float scale32 = (float)(1.0 / (1.0 - rate));
     if (ctx->device == MF_DEV_CUDA) {
 #ifdef MF_HAVE_CUDA
         MF_REQUIRE(mask->dtype == MF_F32, "dropout mask on CUDA must be f32");
-        return mf_cuda_dropout_mask(ctx, mask, keep, (float)(1.0 / (1.0 - rate)), seed, stream);
+        return mf_cuda_dropout_mask(ctx, mask, keep, scale32, seed, stream);
 #else
         return MF_ERROR(MF_ERR_UNSUPPORTED, "dropout mask: memfold was built without CUDA");
 #endif
     }
-    /* AF2 divides by keep_rate; the mask carries 1/keep_rate (in the mask's precision). */
     if (mask->dtype == MF_F64) {
         double *p = mask->data;
         const double scale = 1.0 / (1.0 - rate);
@@ -54,10 +55,9 @@ mf_status mf_dropout_mask(mf_ctx *ctx, mf_tensor *mask, double rate, uint64_t se
             p[i] = mf_rng_uniform(seed, stream, (uint64_t)i) < keep ? scale : 0.0;
     } else {
         float *p = mask->data;
-        const float scale = (float)(1.0 / (1.0 - rate));
 #pragma omp parallel for schedule(static) if (n > 65536)
         for (int64_t i = 0; i < n; i++)
-            p[i] = mf_rng_uniform(seed, stream, (uint64_t)i) < keep ? scale : 0.0f;
+            p[i] = mf_rng_uniform(seed, stream, (uint64_t)i) < keep ? scale32 : 0.0f;
     }
     return MF_OK;
 }

@@ -72,6 +72,13 @@ static inline MF_HOSTDEV int64_t mf_attn_koff(const mf_attn_rows *a, int64_t b, 
     return ((b * a->K + kj) * a->H + h) * a->D;
 }
 
+/* Index of the query row (b, h, qi) in the [B, H, Q] arrays lse and delta. */
+static inline MF_HOSTDEV int64_t mf_attn_row(const mf_attn_rows *a, int64_t b, int64_t h,
+                                             int64_t qi)
+{
+    return (b * a->H + h) * a->Q + qi;
+}
+
 /* reg[d] = row[off + d] for d < min(D, MF_ATTN_DREG), 0 beyond. */
 static inline MF_HOSTDEV void mf_attn_load_reg(float *reg, const void *row, bool bf16, int64_t off,
                                                int64_t D)
@@ -143,7 +150,7 @@ static inline MF_HOSTDEV void mf_attn_forward_row(const mf_attn_rows *a, int64_t
             if (d0 + j < D) a->out[qo + d0 + j] = acc[j] * inv;
         lse = m + logf(l);
     }
-    if (a->lse) a->lse[(b * a->H + h) * a->Q + qi] = lse;
+    if (a->lse) a->lse[mf_attn_row(a, b, h, qi)] = lse;
 }
 
 /* delta[b, h, qi] = sum_d dout o over the query row: the softmax backward's row term
@@ -154,7 +161,7 @@ static inline MF_HOSTDEV void mf_attn_delta_row(const mf_attn_rows *a, int64_t b
     const int64_t qo = mf_attn_qoff(a, b, h, qi);
     float s = 0.0f;
     for (int64_t d = 0; d < a->D; d++) s += a->dout[qo + d] * mf_attn_ld(a->o, a->o_bf16, qo + d);
-    a->delta[(b * a->H + h) * a->Q + qi] = s;
+    a->delta[mf_attn_row(a, b, h, qi)] = s;
 }
 
 /* ds = p (dp - delta) of one logit, everything read from memory (the dbias reduction's term). */
@@ -162,7 +169,7 @@ static inline MF_HOSTDEV float mf_attn_ds(const mf_attn_rows *a, int64_t b, int6
                                           int64_t kj)
 {
     const int64_t D = a->D, qo = mf_attn_qoff(a, b, h, qi), ko = mf_attn_koff(a, b, h, kj);
-    const int64_t r = (b * a->H + h) * a->Q + qi;
+    const int64_t r = mf_attn_row(a, b, h, qi);
     float qk = 0.0f, dp = 0.0f;
     for (int64_t d = 0; d < D; d++) {
         qk += mf_attn_ld(a->q, a->q_bf16, qo + d) * mf_attn_ld(a->k, a->k_bf16, ko + d);
@@ -177,7 +184,7 @@ static inline MF_HOSTDEV void mf_attn_dq_row(const mf_attn_rows *a, int64_t b, i
                                              int64_t qi)
 {
     const int64_t D = a->D, qo = mf_attn_qoff(a, b, h, qi);
-    const int64_t r = (b * a->H + h) * a->Q + qi;
+    const int64_t r = mf_attn_row(a, b, h, qi);
     const float l = a->lse_in[r], dl = a->delta[r];
     float qr[MF_ATTN_DREG], gr[MF_ATTN_DREG];
     mf_attn_load_reg(qr, a->q, a->q_bf16, qo, D);
@@ -216,7 +223,7 @@ static inline MF_HOSTDEV void mf_attn_dkv_row(const mf_attn_rows *a, int64_t b, 
         MF_ATTN_UNROLL
         for (int j = 0; j < MF_ATTN_DREG; j++) gk[j] = gv[j] = 0.0f;
         for (int64_t qi = 0; qi < a->Q; qi++) {
-            const int64_t qo = mf_attn_qoff(a, b, h, qi), r = (b * a->H + h) * a->Q + qi;
+            const int64_t qo = mf_attn_qoff(a, b, h, qi), r = mf_attn_row(a, b, h, qi);
             /* q.k with k in registers: the same products in the same order as the query row's */
             const float qk = mf_attn_dot(kr, a->k, a->k_bf16, ko, a->q, a->q_bf16, qo, D);
             const float p = expf(mf_attn_logit(a, qk, b, h, qi, kj) - a->lse_in[r]);

@@ -14,36 +14,28 @@
 #include "core/cuda/attention_rows.h"
 #include "core/cuda/cuda_reduce.cuh"
 
-enum { ATTN_FORWARD, ATTN_DELTA, ATTN_DQ };
+/* What a row kernel does: the first three own a query row, the last a key row. */
+enum { ATTN_FORWARD, ATTN_DELTA, ATTN_DQ, ATTN_DKV };
 
 /* Threads per block of the row kernels (register-heavy: 2-4 register rows of MF_ATTN_DREG). */
 #define ATTN_THREADS 128
 
 template <int which>
 __global__ static void __launch_bounds__(ATTN_THREADS)
-    attn_query_rows_kernel(const __grid_constant__ mf_attn_rows a)
+    attn_rows_kernel(const __grid_constant__ mf_attn_rows a)
 {
-    const int64_t n = a.B * a.H * a.Q;
-    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < n;
-         t += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t qi = t % a.Q, bh = t / a.Q, h = bh % a.H, b = bh / a.H;
+    const int64_t L = which == ATTN_DKV ? a.K : a.Q;
+    MF_GRID_LOOP(t, a.B * a.H * L)
+    {
+        const int64_t r = t % L, bh = t / L, h = bh % a.H, b = bh / a.H;
         if (which == ATTN_FORWARD)
-            mf_attn_forward_row(&a, b, h, qi);
+            mf_attn_forward_row(&a, b, h, r);
         else if (which == ATTN_DELTA)
-            mf_attn_delta_row(&a, b, h, qi);
+            mf_attn_delta_row(&a, b, h, r);
+        else if (which == ATTN_DQ)
+            mf_attn_dq_row(&a, b, h, r);
         else
-            mf_attn_dq_row(&a, b, h, qi);
-    }
-}
-
-__global__ static void __launch_bounds__(ATTN_THREADS)
-    attn_key_rows_kernel(const __grid_constant__ mf_attn_rows a)
-{
-    const int64_t n = a.B * a.H * a.K;
-    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < n;
-         t += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t kj = t % a.K, bh = t / a.K, h = bh % a.H, b = bh / a.H;
-        mf_attn_dkv_row(&a, b, h, kj);
+            mf_attn_dkv_row(&a, b, h, r);
     }
 }
 
@@ -57,11 +49,11 @@ struct attn_dbias_terms {
     }
 };
 
-template <int which> static mf_status launch_query_rows(mf_ctx *ctx, const mf_attn_rows *a)
+template <int which> static mf_status launch_rows(mf_ctx *ctx, const mf_attn_rows *a)
 {
-    const int64_t n = a->B * a->H * a->Q;
+    const int64_t n = a->B * a->H * (which == ATTN_DKV ? a->K : a->Q);
     if (n == 0) return MF_OK;
-    attn_query_rows_kernel<which>
+    attn_rows_kernel<which>
         <<<mf_cuda_blocks(n, ATTN_THREADS), ATTN_THREADS, 0, ctx->cuda->stream>>>(*a);
     MF_CUDA_CHECK_LAUNCH();
     return MF_OK;
@@ -87,14 +79,7 @@ static mf_status check_common(mf_ctx *ctx, const char *op, const mf_tensor *q, c
                   K = k->shape[1];
     MF_TRY(mf_cuda_check_numel(k, "k [B, K, H, D]", B * K * H * D, op));
     MF_TRY(mf_cuda_check_numel(v, "v [B, K, H, D]", B * K * H * D, op));
-    if (bias) {
-        MF_TRY(mf_cuda_check_dev(bias, op, "bias", MF_F32));
-        MF_TRY(mf_cuda_check_numel(bias, "bias [H, Q, K]", H * Q * K, op));
-    }
-    if (mask) {
-        MF_TRY(mf_cuda_check_dev(mask, op, "mask", MF_F32));
-        MF_TRY(mf_cuda_check_numel(mask, "mask [B, K]", B * K, op));
-    }
+    MF_TRY(mf_cuda_check_bias_mask(op, bias, mask, B, H, Q, K));
     if (K == 0 && B * Q * H * D > 0)
         return MF_ERROR(MF_ERR_INVALID, "%s: attention over zero keys", op);
     *a = mf_attn_rows{};
@@ -132,7 +117,7 @@ extern "C" mf_status mf_cuda_attention_forward(mf_ctx *ctx, mf_tensor *out, mf_t
     a.scale = scale;
     a.out = (float *)out->data;
     a.lse = lse ? (float *)lse->data : NULL;
-    return launch_query_rows<ATTN_FORWARD>(ctx, &a);
+    return launch_rows<ATTN_FORWARD>(ctx, &a);
 }
 
 static mf_status attention_backward_impl(mf_ctx *ctx, mf_attn_rows *a, mf_tensor *dbias,
@@ -141,15 +126,10 @@ static mf_status attention_backward_impl(mf_ctx *ctx, mf_attn_rows *a, mf_tensor
     if (need_ds) {
         MF_TRY(mf_arena_alloc(ctx->arena, (size_t)(a->B * a->H * a->Q) * sizeof(float),
                               "cuda attention delta", (void **)&a->delta));
-        MF_TRY(launch_query_rows<ATTN_DELTA>(ctx, a));
+        MF_TRY(launch_rows<ATTN_DELTA>(ctx, a));
     }
-    if (a->dq) MF_TRY(launch_query_rows<ATTN_DQ>(ctx, a));
-    if (a->dk || a->dv) {
-        const int64_t n = a->B * a->H * a->K;
-        attn_key_rows_kernel<<<mf_cuda_blocks(n, ATTN_THREADS), ATTN_THREADS, 0,
-                               ctx->cuda->stream>>>(*a);
-        MF_CUDA_CHECK_LAUNCH();
-    }
+    if (a->dq) MF_TRY(launch_rows<ATTN_DQ>(ctx, a));
+    if (a->dk || a->dv) MF_TRY(launch_rows<ATTN_DKV>(ctx, a));
     if (dbias) {
         attn_dbias_terms f = {*a};
         MF_TRY(
@@ -213,8 +193,8 @@ extern "C" mf_status mf_cuda_attention_backward(mf_ctx *ctx, mf_tensor *dq, mf_t
 __global__ static void gate_backward_kernel(float *dlogit, float *dog, const float *o,
                                             const float *g, int64_t n)
 {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
+    MF_GRID_LOOP(i, n)
+    {
         const float gi = g[i];
         dlogit[i] = dog[i] * o[i] * gi * (1.0f - gi);
         dog[i] *= gi;
@@ -234,10 +214,7 @@ extern "C" mf_status mf_cuda_gate_backward(mf_ctx *ctx, mf_tensor *dlogit, mf_te
     MF_TRY(mf_cuda_check_numel(dog, "dog", n, op));
     MF_TRY(mf_cuda_check_numel(o, "o", n, op));
     MF_TRY(mf_cuda_check_numel(g, "g", n, op));
-    if (n == 0) return MF_OK;
-    gate_backward_kernel<<<mf_cuda_blocks(n, MF_CUDA_THREADS), MF_CUDA_THREADS, 0,
-                           ctx->cuda->stream>>>((float *)dlogit->data, (float *)dog->data,
-                                                (const float *)o->data, (const float *)g->data, n);
-    MF_CUDA_CHECK_LAUNCH();
+    MF_LAUNCH(gate_backward_kernel, n, (float *)dlogit->data, (float *)dog->data,
+              (const float *)o->data, (const float *)g->data, n);
     return MF_OK;
 }

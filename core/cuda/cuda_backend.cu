@@ -168,6 +168,20 @@ mf_status mf_cuda_check_numel(const mf_tensor *t, const char *tn, int64_t n, con
     return MF_OK;
 }
 
+mf_status mf_cuda_check_bias_mask(const char *op, const mf_tensor *bias, const mf_tensor *mask,
+                                  int64_t B, int64_t H, int64_t Q, int64_t K)
+{
+    if (bias) {
+        MF_TRY(mf_cuda_check_dev(bias, op, "bias", MF_F32));
+        MF_TRY(mf_cuda_check_numel(bias, "bias [H, Q, K]", H * Q * K, op));
+    }
+    if (mask) {
+        MF_TRY(mf_cuda_check_dev(mask, op, "mask", MF_F32));
+        MF_TRY(mf_cuda_check_numel(mask, "mask [B, K]", B * K, op));
+    }
+    return MF_OK;
+}
+
 mf_status mf_cuda_operand(mf_ctx *ctx, const mf_tensor *x, mf_dtype want, const void **out)
 {
     *out = NULL;

@@ -12,9 +12,10 @@ extern "C" {
 __global__ static void dropout_mask_kernel(float *mask, int64_t n, float keep, float scale,
                                            uint64_t seed, uint64_t stream)
 {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
+    MF_GRID_LOOP(i, n)
+    {
         mask[i] = mf_rng_uniform(seed, stream, (uint64_t)i) < keep ? scale : 0.0f;
+    }
 }
 
 extern "C" mf_status mf_cuda_dropout_mask(mf_ctx *ctx, mf_tensor *mask, float keep, float scale,
@@ -24,9 +25,6 @@ extern "C" mf_status mf_cuda_dropout_mask(mf_ctx *ctx, mf_tensor *mask, float ke
     MF_TRY(mf_cuda_check_ctx(ctx, op));
     MF_TRY(mf_cuda_check_dev(mask, op, "mask", MF_F32));
     const int64_t n = mf_tensor_numel(mask);
-    if (n == 0) return MF_OK;
-    dropout_mask_kernel<<<mf_cuda_blocks(n, MF_CUDA_THREADS), MF_CUDA_THREADS, 0,
-                          ctx->cuda->stream>>>((float *)mask->data, n, keep, scale, seed, stream);
-    MF_CUDA_CHECK_LAUNCH();
+    MF_LAUNCH(dropout_mask_kernel, n, (float *)mask->data, n, keep, scale, seed, stream);
     return MF_OK;
 }

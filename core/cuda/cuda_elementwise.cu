@@ -2,19 +2,6 @@
  * gradients, scale, axpy, fill, f32 <-> bf16 conversion. Grid-stride loops over int64 indices. */
 #include "core/cuda/cuda_reduce.cuh"
 
-#define MF_GRID_LOOP(i, n)                                                                         \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
-         i += (int64_t)gridDim.x * blockDim.x)
-
-#define MF_LAUNCH(kernel, n, ...)                                                                  \
-    do {                                                                                           \
-        if ((n) > 0) {                                                                             \
-            kernel<<<mf_cuda_blocks((n), MF_CUDA_THREADS), MF_CUDA_THREADS, 0,                     \
-                     ctx->cuda->stream>>>(__VA_ARGS__);                                            \
-            MF_CUDA_CHECK_LAUNCH();                                                                \
-        }                                                                                          \
-    } while (0)
-
 /* ---- activations ---------------------------------------------------------------------------- */
 
 __device__ static inline float sigmoid_f(float x)

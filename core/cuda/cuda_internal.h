@@ -65,6 +65,27 @@ static inline unsigned mf_cuda_blocks(int64_t n, int threads)
     return (unsigned)b;
 }
 
+/* A grid-stride loop of index i over [0, n) (int64, any grid size). */
+#define MF_GRID_LOOP(i, n)                                                                         \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+/* kernel<<<blocks for n items, MF_CUDA_THREADS, 0, ctx's stream>>>(...) and the launch check;
+ * nothing when n is 0 (the caller's scope has `ctx`). */
+#define MF_LAUNCH(kernel, n, ...)                                                                  \
+    do {                                                                                           \
+        if ((n) > 0) {                                                                             \
+            kernel<<<mf_cuda_blocks((n), MF_CUDA_THREADS), MF_CUDA_THREADS, 0,                     \
+                     ctx->cuda->stream>>>(__VA_ARGS__);                                            \
+            MF_CUDA_CHECK_LAUNCH();                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* bias [H, Q, K] and mask [B, K] of the attention-style ops (softmax, attention), each optional:
+ * f32 device tensors of those sizes. */
+mf_status mf_cuda_check_bias_mask(const char *op, const mf_tensor *bias, const mf_tensor *mask,
+                                  int64_t B, int64_t H, int64_t Q, int64_t K);
+
 /* Converts x (f32 or bf16, n elements, on the device) to `want` in arena scratch, or returns
  * x->data unchanged when it already has that dtype. The scratch lives until the caller releases
  * its arena mark. */

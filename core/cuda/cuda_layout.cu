@@ -2,10 +2,6 @@
  * middle axis (deterministic, cuda_reduce.cuh), row gather and its scatter-add backward. */
 #include "core/cuda/cuda_reduce.cuh"
 
-#define MF_GRID_LOOP(i, n)                                                                         \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
-         i += (int64_t)gridDim.x * blockDim.x)
-
 /* Indexed by the output so writes are coalesced along C (and along A when C is small). */
 __global__ static void transpose01_kernel(float *y, const float *x, int64_t A, int64_t B, int64_t C,
                                           bool accumulate)

@@ -84,14 +84,7 @@ extern "C" mf_status mf_cuda_softmax_forward(mf_ctx *ctx, mf_tensor *y, const mf
     MF_TRY(mf_check_tensor(x, "softmax x", MF_F32, 4));
     MF_TRY(mf_check_same_shape(y, "y", x, "x"));
     const int64_t B = x->shape[0], H = x->shape[1], Q = x->shape[2], K = x->shape[3];
-    if (bias) {
-        MF_TRY(mf_cuda_check_dev(bias, op, "bias", MF_F32));
-        MF_TRY(mf_cuda_check_numel(bias, "bias [H, Q, K]", H * Q * K, op));
-    }
-    if (mask) {
-        MF_TRY(mf_cuda_check_dev(mask, op, "mask", MF_F32));
-        MF_TRY(mf_cuda_check_numel(mask, "mask [B, K]", B * K, op));
-    }
+    MF_TRY(mf_cuda_check_bias_mask(op, bias, mask, B, H, Q, K));
     const int64_t rows = B * H * Q;
     if (rows == 0 || K == 0) return MF_OK;
     const int64_t blocks = (rows + MF_CUDA_WARPS - 1) / MF_CUDA_WARPS;
