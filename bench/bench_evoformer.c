@@ -303,9 +303,9 @@ int mf_bench_evoformer_block(int argc, char **argv)
     /* parameters and inputs are drawn in a host arena (stage); on CUDA they are then copied to
      * the device arena */
     const int64_t nparam = mf_params_numel(sspecs, np);
+    /* the parameters, m and its gradient, z and its gradient; 64 MiB covers alignment */
     const size_t stage_bytes =
-        (size_t)(nparam + 4 * S * N * c_m + 4 * N * N * c_z + S * N + N * N) * sizeof(float) +
-        ((size_t)64 << 20);
+        (size_t)(nparam + 2 * S * N * c_m + 2 * N * N * c_z) * sizeof(float) + ((size_t)64 << 20);
     mf_arena arena, stage_arena;
     mf_ctx ctx;
     if (mf_arena_init(&arena, device, (size_t)arena_gib << 30, "bench") != MF_OK ||

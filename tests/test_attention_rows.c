@@ -83,6 +83,18 @@ static void check(const char *c, const char *what, const float *got, const float
     check_as(c, what, got, ref, n, true);
 }
 
+/* A row body run over every (b, h, row) on the host, as its kernel's threads run it; rows are the
+ * queries, or the keys for the key-owned body. */
+typedef void (*row_body)(const mf_attn_rows *a, int64_t b, int64_t h, int64_t r);
+
+static void each_row(const mf_attn_rows *a, row_body body)
+{
+    const int64_t L = body == mf_attn_dkv_row ? a->K : a->Q;
+    for (int64_t b = 0; b < a->B; b++)
+        for (int64_t h = 0; h < a->H; h++)
+            for (int64_t r = 0; r < L; r++) body(a, b, h, r);
+}
+
 static void run_case(const rows_case *c, uint64_t seed)
 {
     const int64_t B = c->B, Q = c->Q, K = c->K, H = c->H, D = c->D;
@@ -139,9 +151,7 @@ static void run_case(const rows_case *c, uint64_t seed)
                       .scale = scale,
                       .out = out,
                       .lse = lse};
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t i = 0; i < Q; i++) mf_attn_forward_row(&a, b, h, i);
+    each_row(&a, mf_attn_forward_row);
     check(c->name, "out", out, out_ref, nq);
     check_as(c->name, "lse", lse, lse_ref, nl, false);
 
@@ -174,14 +184,9 @@ static void run_case(const rows_case *c, uint64_t seed)
     a.dq = dq;
     a.dk = dk;
     a.dv = dv;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t i = 0; i < Q; i++) mf_attn_delta_row(&a, b, h, i);
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            for (int64_t i = 0; i < Q; i++) mf_attn_dq_row(&a, b, h, i);
-            for (int64_t j = 0; j < K; j++) mf_attn_dkv_row(&a, b, h, j);
-        }
+    each_row(&a, mf_attn_delta_row);
+    each_row(&a, mf_attn_dq_row);
+    each_row(&a, mf_attn_dkv_row);
     if (bias)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < Q; i++)
@@ -200,14 +205,10 @@ static void run_case(const rows_case *c, uint64_t seed)
     a.dq = NULL;
     a.dk = dk_only;
     a.dv = NULL;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t j = 0; j < K; j++) mf_attn_dkv_row(&a, b, h, j);
+    each_row(&a, mf_attn_dkv_row);
     a.dk = NULL;
     a.dv = dv_only;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t j = 0; j < K; j++) mf_attn_dkv_row(&a, b, h, j);
+    each_row(&a, mf_attn_dkv_row);
     char nm[160];
     snprintf(nm, sizeof nm, "%s: dk without dv", c->name);
     mf_check_bitwise_f32(nm, dk_only, dk, nk);
