@@ -38,3 +38,13 @@ void mf_ctx_destroy(mf_ctx *ctx)
 #endif
     memset(ctx, 0, sizeof *ctx);
 }
+
+mf_status mf_ctx_synchronize(const mf_ctx *ctx)
+{
+#ifdef MF_HAVE_CUDA
+    if (ctx && ctx->cuda) return mf_cuda_synchronize(ctx->cuda);
+#else
+    (void)ctx;
+#endif
+    return MF_OK;
+}

@@ -23,6 +23,8 @@ typedef struct mf_ctx {
 
 mf_status mf_ctx_init(mf_ctx *ctx, mf_device device, mf_arena *arena);
 void mf_ctx_destroy(mf_ctx *ctx);
+/* Waits for every op queued on the context (a GPU's stream); nothing to wait for on the CPU. */
+mf_status mf_ctx_synchronize(const mf_ctx *ctx);
 
 /* Whether a CUDA device can be used (compiled in and a GPU present). */
 int mf_cuda_available(void);

@@ -51,6 +51,40 @@ mf_status mf_device_memset0(mf_device device, void *p, size_t bytes)
 #endif
 }
 
+mf_status mf_device_copy(mf_device dst_device, void *dst, mf_device src_device, const void *src,
+                         size_t bytes)
+{
+    if (bytes == 0) return MF_OK;
+    if (dst_device == MF_DEV_CPU && src_device == MF_DEV_CPU) {
+        memcpy(dst, src, bytes);
+        return MF_OK;
+    }
+#ifdef MF_HAVE_CUDA
+    if (src_device == MF_DEV_CPU) return mf_cuda_copy_to_device(dst, src, bytes);
+    if (dst_device == MF_DEV_CPU) return mf_cuda_copy_to_host(dst, src, bytes);
+    return mf_cuda_copy_on_device(dst, src, bytes);
+#else
+    return MF_ERROR(MF_ERR_UNSUPPORTED, "memfold was built without CUDA (MEMFOLD_CUDA=OFF)");
+#endif
+}
+
+mf_status mf_tensor_transfer(mf_tensor *dst, const mf_tensor *src, const char *what)
+{
+    MF_REQUIRE(dst && src, "transfer %s: arguments", what);
+    bool same = dst->dtype == src->dtype && dst->ndim == src->ndim;
+    for (int k = 0; same && k < dst->ndim; k++) same = dst->shape[k] == src->shape[k];
+    if (!same) {
+        char a[96], b[96];
+        return MF_ERROR(MF_ERR_INVALID, "transfer %s: destination %s, source %s", what,
+                        mf_tensor_describe(dst, a, sizeof a), mf_tensor_describe(src, b, sizeof b));
+    }
+    const size_t bytes = mf_tensor_bytes(src);
+    MF_REQUIRE(bytes == 0 || (dst->data && src->data), "transfer %s: a tensor has no data", what);
+    mf_status st = mf_device_copy(dst->device, dst->data, src->device, src->data, bytes);
+    if (st != MF_OK) return mf_error_context(st, "transfer %s", what);
+    return MF_OK;
+}
+
 mf_status mf_arena_init(mf_arena *a, mf_device device, size_t capacity, const char *name)
 {
     memset(a, 0, sizeof *a);

@@ -77,5 +77,13 @@ const char *mf_format_bytes(size_t bytes, char *buf, size_t cap);
 mf_status mf_device_malloc(mf_device device, size_t bytes, void **out);
 void mf_device_free(mf_device device, void *p, size_t bytes);
 mf_status mf_device_memset0(mf_device device, void *p, size_t bytes);
+/* bytes from src (on src_device) to dst (on dst_device), any pair of devices. It sees every op
+ * queued before it; a copy to or from the host returns when dst holds the bytes, one within a GPU
+ * is ordered before every op queued after it. */
+mf_status mf_device_copy(mf_device dst_device, void *dst, mf_device src_device, const void *src,
+                         size_t bytes);
+/* dst = src across devices (the host and a GPU, either way): same dtype and shape; the names
+ * appear in the error when they differ. */
+mf_status mf_tensor_transfer(mf_tensor *dst, const mf_tensor *src, const char *what);
 
 #endif

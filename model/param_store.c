@@ -115,6 +115,21 @@ fail:
     return st;
 }
 
+mf_status mf_param_store_mirror(const mf_param_store *src, mf_arena *arena, mf_param_store *dst)
+{
+    MF_REQUIRE(src && arena && dst && dst->count == 0,
+               "parameter mirror: arguments (the destination must be empty)");
+    for (int i = 0; i < src->count; i++) {
+        const mf_param_entry *e = &src->entries[i];
+        mf_tensor t;
+        MF_TRY(mf_arena_tensor(arena, &t, MF_F32, e->tensor.ndim, e->tensor.shape, "params"));
+        MF_TRY(mf_tensor_transfer(&t, &e->tensor, e->name));
+        MF_TRY(add_entry(dst, e->name, t.ndim, t.shape, t.data, false));
+        dst->entries[dst->count - 1].tensor.device = arena->device;
+    }
+    return MF_OK;
+}
+
 mf_status mf_param_store_add(mf_param_store *s, const char *name, const mf_tensor *t, bool copy)
 {
     MF_REQUIRE(t->dtype == MF_F32 && t->device == MF_DEV_CPU,

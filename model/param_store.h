@@ -90,6 +90,11 @@ mf_status mf_param_store_bind(const mf_param_store *s, const char *scope,
 
 int64_t mf_param_store_numel(const mf_param_store *s);
 
+/* dst (empty, fresh from mf_param_store_init) becomes a copy of src, every tensor in `arena` (on
+ * its device: a GPU's arena gives the parameters a device network binds to with
+ * mf_alphafold_bind), same names and order. The arena owns the memory; dst holds views. */
+mf_status mf_param_store_mirror(const mf_param_store *src, mf_arena *arena, mf_param_store *dst);
+
 /* ---- expected names and shapes, and the check against them ---- */
 
 typedef struct {

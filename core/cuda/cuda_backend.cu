@@ -70,6 +70,13 @@ extern "C" mf_status mf_cuda_copy_to_host(void *dst, const void *src, size_t byt
     return MF_OK;
 }
 
+extern "C" mf_status mf_cuda_copy_on_device(void *dst, const void *src, size_t bytes)
+{
+    if (bytes == 0) return MF_OK;
+    MF_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    return MF_OK;
+}
+
 extern "C" mf_status mf_cuda_synchronize(const struct mf_cuda_state *s)
 {
     if (s) MF_CUDA_CHECK(cudaStreamSynchronize(s->stream));

@@ -21,6 +21,7 @@ mf_status mf_cuda_memset0(void *p, size_t bytes);
 /* Host <-> device copies (synchronous on the context's stream). */
 mf_status mf_cuda_copy_to_device(void *dst, const void *src, size_t bytes);
 mf_status mf_cuda_copy_to_host(void *dst, const void *src, size_t bytes);
+mf_status mf_cuda_copy_on_device(void *dst, const void *src, size_t bytes);
 mf_status mf_cuda_state_create(struct mf_cuda_state **out);
 void mf_cuda_state_destroy(struct mf_cuda_state *s);
 /* Free and total device memory (cudaMemGetInfo). */

@@ -181,8 +181,7 @@ int main(void)
     mf_ctx cpu;
     mf_arena cpu_arena;
     if (mf_test_ctx_cpu(&cpu, &cpu_arena, (size_t)256 << 20) != MF_OK ||
-        mf_arena_init(&g_gpu_arena, MF_DEV_CUDA, (size_t)256 << 20, "test cuda") != MF_OK ||
-        mf_ctx_init(&g_gpu, MF_DEV_CUDA, &g_gpu_arena) != MF_OK) {
+        mf_test_ctx_cuda(&g_gpu, &g_gpu_arena, (size_t)256 << 20) != MF_OK) {
         mf_test_fail("contexts: %s", mf_last_error());
         return mf_test_finish("test_cuda_evoformer");
     }
@@ -195,8 +194,7 @@ int main(void)
     run(K_EVOFORMER, 0, &lean, "chunk 4 + recompute block + bf16 storage", &cpu);
     run(K_EVOFORMER, 2, &base, "default policy", &cpu);
     run(K_EXTRA_MSA, 2, &lean, "chunk 4 + recompute block + bf16 storage", &cpu);
-    mf_ctx_destroy(&g_gpu);
-    mf_arena_destroy(&g_gpu_arena);
+    mf_test_ctx_free(&g_gpu, &g_gpu_arena);
     mf_test_ctx_free(&cpu, &cpu_arena);
     return mf_test_finish("test_cuda_evoformer");
 }

@@ -222,6 +222,14 @@ mf_status mf_test_ctx_cpu(mf_ctx *ctx, mf_arena *arena, size_t bytes)
     return mf_ctx_init(ctx, MF_DEV_CPU, arena);
 }
 
+mf_status mf_test_ctx_cuda(mf_ctx *ctx, mf_arena *arena, size_t bytes)
+{
+    MF_TRY(mf_arena_init(arena, MF_DEV_CUDA, bytes, "test cuda"));
+    mf_status st = mf_ctx_init(ctx, MF_DEV_CUDA, arena);
+    if (st != MF_OK) mf_arena_destroy(arena);
+    return st;
+}
+
 void mf_test_ctx_free(mf_ctx *ctx, mf_arena *arena)
 {
     mf_ctx_destroy(ctx);
