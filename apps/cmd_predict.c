@@ -43,10 +43,10 @@ static void predict_usage(FILE *f)
         "                       [--recycle-early-stop TOL]\n"
         "                       [--storage f32|bf16] [--compute f32|bf16] [--inplace on|off]\n"
         "                       [--dump OUT.h5 [--dump-intermediates]] [--check REF.h5]\n"
-        "                       [--name NAME] [--seed S] [--arena-gib G] [--memory-table] -o "
-        "OUTDIR\n"
+        "                       [--name NAME] [--seed S] [--arena-gib G] [--memory-table]\n"
+        "                       [--device cpu|cuda [--gpu-arena-gib G]] -o OUTDIR\n"
         "\n"
-        "AlphaFold 2 monomer inference (CPU). Writes OUTDIR/<model>.pdb and .cif (per-residue\n"
+        "AlphaFold 2 monomer inference. Writes OUTDIR/<model>.pdb and .cif (per-residue\n"
         "pLDDT as B-factors), OUTDIR/<model>.json (pLDDT, mean, PAE and pTM with a pTM head,\n"
         "timings per stage, arena peak, process peak RSS) and OUTDIR/ranking.json.\n"
         "  --features FILE.h5   processed features (data/processed.h); by default one recycling\n"
@@ -86,6 +86,10 @@ static void predict_usage(FILE *f)
         "                       given), max|a-ref|/max|ref| <= each dataset's rtol (1e-4)\n"
         "  --name NAME          model name (one model)\n"
         "  --arena-gib G        activation arena reservation (default: physical memory)\n"
+        "  --device cuda        the trunk (embedders, template and extra-MSA stacks, Evoformer)\n"
+        "                       on the GPU, the structure module and heads on the host; the\n"
+        "                       JSON adds the GPU arena's peak (default: cpu, everything here)\n"
+        "  --gpu-arena-gib G    GPU arena reservation (default: 90%% of the free GPU memory)\n"
         "  --memory-table       print the arena's bytes per label (peak, at the high-water "
         "mark)\n");
 }
@@ -135,7 +139,7 @@ typedef struct {
     bool has_ptm;
     mf_stage_timing timings[MF_ALPHAFOLD_NUM_STAGES + 3];
     int n_timings;
-    int64_t arena_peak;
+    int64_t arena_peak, gpu_arena_peak;
     mf_config cfg;
 } model_result;
 
@@ -168,7 +172,8 @@ typedef struct {
     uint64_t seed, data_seed;
     int64_t structure_layers, recycles, chunk;
     mf_policy policy;
-    double arena_gib;
+    double arena_gib, gpu_arena_gib;
+    bool cuda;         /* --device cuda: the trunk on the GPU */
     bool chunk_auto;   /* --chunk auto: per-module chunks from the memory model */
     double mem_budget; /* --mem-budget GiB for it */
 } options;
@@ -197,9 +202,14 @@ static mf_status auto_chunk(const options *o, mf_ctx *ctx, const mf_config *cfg,
     return mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout);
 }
 
-static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_processed_features *f,
-                           mf_param_store *preloaded, model_result *r)
+static mf_status run_model(const options *o, int k, mf_ctx *ctx, mf_ctx *gpu,
+                           const mf_processed_features *f, mf_param_store *preloaded,
+                           model_result *r)
 {
+    mf_param_store gstore; /* the GPU's mirror of the parameters (--device cuda) */
+    mf_param_store_init(&gstore);
+    mf_alphafold_model *gm = NULL;
+    mf_arena_mark_t gmark = gpu ? mf_arena_mark(gpu->arena) : (mf_arena_mark_t){0, 0};
     const double t_start = now_seconds();
     mf_param_store store;
     mf_param_store_init(&store);
@@ -238,9 +248,24 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
         mf_error_context(st, "%s", o->random_init ? "random parameters" : o->params[k]);
         goto cleanup;
     }
+    if (gpu) {
+        gm = malloc(sizeof *gm);
+        if (!gm) {
+            st = MF_ERROR(MF_ERR_NOMEM, "GPU model");
+            goto cleanup;
+        }
+        st = mf_param_store_mirror(&store, gpu->arena, &gstore);
+        if (st == MF_OK) st = mf_alphafold_bind(gm, &r->cfg, &gstore);
+        if (st != MF_OK) {
+            mf_error_context(st, "parameters on the GPU");
+            goto cleanup;
+        }
+    }
     const double t_loaded = now_seconds();
 
     mf_alphafold_options opt = {
+        .trunk_ctx = gpu,
+        .trunk_model = gm,
         .num_iterations = o->recycles >= 0 ? o->recycles + 1 : 0,
         .all_heads = o->dump != NULL || o->check != NULL,
         .progress = o->verbose ? print_progress : NULL,
@@ -259,6 +284,11 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_arena_reset_peak(ctx->arena);
     const size_t base = mf_arena_used(ctx->arena);
+    size_t gbase = 0;
+    if (gpu) {
+        mf_arena_reset_peak(gpu->arena);
+        gbase = mf_arena_used(gpu->arena);
+    }
     st = mf_alphafold_inference(ctx, m, f, &opt, &out);
     const double t_inferred = now_seconds();
     if (st == MF_OK) {
@@ -270,6 +300,7 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
                                ? ta->array.shape[0]
                                : 0;
         r->arena_peak = (int64_t)(mf_arena_high_water(ctx->arena) - base);
+        if (gpu) r->gpu_arena_peak = (int64_t)(mf_arena_high_water(gpu->arena) - gbase);
         r->positions = host_copy(&out.final_atom_positions);
         r->atom_mask = host_copy(&out.final_atom_mask);
         r->plddt = host_copy(&out.plddt);
@@ -329,6 +360,9 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, const mf_proces
     r->timings[r->n_timings++] = (mf_stage_timing){"predict", t_inferred - t_loaded};
 cleanup:
     mf_alphafold_recorder_free(&rec);
+    mf_param_store_free(&gstore);
+    if (gpu) mf_arena_release(gpu->arena, gmark);
+    free(gm);
     mf_param_store_free(&store);
     free(m);
     return st;
@@ -395,6 +429,7 @@ static mf_status write_outputs(const options *o, const mf_processed_features *f,
             .timings = res[k].timings,
             .n_timings = res[k].n_timings,
             .arena_high_water_bytes = res[k].arena_peak,
+            .gpu_arena_high_water_bytes = res[k].gpu_arena_peak,
             .peak_rss_bytes = 0,
             .config = &res[k].cfg,
         };
@@ -430,9 +465,12 @@ static mf_status write_outputs(const options *o, const mf_processed_features *f,
         printf("  iterations %lld", (long long)res[k].num_recycles + 1);
         if (res[k].recycle_change >= 0)
             printf(" (last Calpha distance change %.3f A)", res[k].recycle_change);
-        printf("  templates %lld  arena peak %s  predict %.2f s\n", (long long)res[k].num_templates,
-               mf_format_bytes((size_t)res[k].arena_peak, b1, sizeof b1),
-               res[k].timings[res[k].n_timings - 1].seconds);
+        printf("  templates %lld  arena peak %s", (long long)res[k].num_templates,
+               mf_format_bytes((size_t)res[k].arena_peak, b1, sizeof b1));
+        if (res[k].gpu_arena_peak > 0)
+            printf("  GPU arena peak %s",
+                   mf_format_bytes((size_t)res[k].gpu_arena_peak, b1, sizeof b1));
+        printf("  predict %.2f s\n", res[k].timings[res[k].n_timings - 1].seconds);
     }
     {
         char path[4096];
@@ -546,6 +584,15 @@ static int parse_args(int argc, char **argv, options *o)
             o->name = v;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) {
             o->out_dir = v;
+        } else if (!strcmp(a, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+                return usage_error("--device %s: expected cpu or cuda", v);
+            o->cuda = !strcmp(v, "cuda");
+        } else if (!strcmp(a, "--gpu-arena-gib")) {
+            char *end;
+            o->gpu_arena_gib = strtod(v, &end);
+            if (*end || !(o->gpu_arena_gib > 0))
+                return usage_error("--gpu-arena-gib %s: expected GiB", v);
         } else if (!strcmp(a, "--arena-gib")) {
             char *end;
             o->arena_gib = strtod(v, &end);
@@ -581,6 +628,11 @@ static int parse_args(int argc, char **argv, options *o)
     if (!o->out_dir) return usage_error("%s", "-o OUTDIR is required");
     if (o->chunk_auto != (o->mem_budget > 0))
         return usage_error("%s", "--chunk auto and --mem-budget G go together");
+    if (o->chunk_auto && o->cuda)
+        return usage_error("%s", "--chunk auto plans the host's memory; with --device cuda give "
+                                 "--chunk N");
+    if (o->gpu_arena_gib > 0 && !o->cuda)
+        return usage_error("%s", "--gpu-arena-gib needs --device cuda");
     if (o->dump_intermediates && !o->dump && !o->check)
         return usage_error("%s", "--dump-intermediates needs --dump or --check");
     const int models = o->random_init ? 1 : o->n_params;
@@ -690,16 +742,26 @@ int mf_cmd_predict(int argc, char **argv)
         return mf_report_error("predict");
     }
     ctx.policy = o.policy;
+    mf_arena garena;
+    mf_ctx gctx;
+    if (o.cuda && mf_cli_gpu_context(o.gpu_arena_gib, &o.policy, &garena, &gctx) != MF_OK) {
+        mf_ctx_destroy(&ctx);
+        mf_arena_destroy(&arena);
+        mf_param_store_free(&store0);
+        mf_processed_free(&f);
+        return mf_report_error("predict");
+    }
     const int models = o.random_init ? 1 : o.n_params;
     static model_result res[MAX_MODELS];
     mf_status st = MF_OK;
     int done = 0;
     char pol[160];
-    printf("memfold predict: %s, %lld residues, %d model(s), policy %s\n",
+    printf("memfold predict: %s, %lld residues, %d model(s), policy %s%s\n",
            o.features ? o.features : o.fasta, (long long)f.num_res, models,
-           mf_policy_describe(&ctx.policy, pol, sizeof pol));
+           mf_policy_describe(&ctx.policy, pol, sizeof pol), o.cuda ? ", trunk on the GPU" : "");
     for (int k = 0; k < models && st == MF_OK; k++) {
-        st = run_model(&o, k, &ctx, &f, k == 0 && store0.count ? &store0 : NULL, &res[k]);
+        st = run_model(&o, k, &ctx, o.cuda ? &gctx : NULL, &f,
+                       k == 0 && store0.count ? &store0 : NULL, &res[k]);
         if (st == MF_OK) {
             done++;
             /* the features' read time belongs to every model's record */
@@ -727,6 +789,10 @@ int mf_cmd_predict(int argc, char **argv)
     }
     for (int k = 0; k < models; k++) result_free(&res[k]);
     mf_param_store_free(&store0);
+    if (o.cuda) {
+        mf_ctx_destroy(&gctx);
+        mf_arena_destroy(&garena);
+    }
     mf_ctx_destroy(&ctx);
     mf_arena_destroy(&arena);
     mf_processed_free(&f);

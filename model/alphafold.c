@@ -160,6 +160,7 @@ typedef struct {
     const mf_alphafold_options *opt;
     int64_t r;
     double t_start;
+    mf_arena *host; /* for the host copy of a trunk tensor on a GPU (emit) */
 } hook_state;
 
 static void progress(const hook_state *h, const char *stage, int64_t block, int64_t num_blocks)
@@ -183,224 +184,276 @@ static mf_status emit_dims(const hook_state *h, const char *stage, const char *n
 static mf_status emit(const hook_state *h, const char *stage, const char *name, int64_t t,
                       const mf_tensor *x)
 {
-    MF_REQUIRE(x->dtype == MF_F32 && x->device == MF_DEV_CPU, "hook %s/%s: host f32 expected",
-               stage, name);
-    return emit_dims(h, stage, name, t, x->data, x->ndim, x->shape);
+    if (!h->opt->hook) return MF_OK;
+    MF_REQUIRE(x->dtype == MF_F32, "hook %s/%s: f32 expected", stage, name);
+    if (x->device == MF_DEV_CPU) return emit_dims(h, stage, name, t, x->data, x->ndim, x->shape);
+    MF_REQUIRE(h->host, "hook %s/%s: no host arena for a device tensor", stage, name);
+    mf_arena_mark_t mark = mf_arena_mark(h->host);
+    mf_tensor c;
+    mf_status st = mf_arena_tensor(h->host, &c, MF_F32, x->ndim, x->shape, "alphafold.hook");
+    if (st == MF_OK) st = mf_tensor_transfer(&c, x, name);
+    if (st == MF_OK) st = emit_dims(h, stage, name, t, c.data, c.ndim, c.shape);
+    mf_arena_release(h->host, mark);
+    return st;
 }
 
 static mf_status emit_mask(const mf_alphafold_options *opt, const char *name, const mf_tensor *x)
 {
-    hook_state h = {opt, -1, 0.0};
+    hook_state h = {opt, -1, 0.0, NULL};
     return emit(&h, "masks", name, -1, x);
 }
 
 /* ---- stages ----------------------------------------------------------------------------- */
 
+/* Host (ctx, m): features, structure module, heads, outputs. Trunk (tctx, tm): embedders and
+ * stacks; the same context and model as the host's unless options.trunk_ctx is set. Tensors
+ * are the trunk's unless named host. */
 typedef struct {
-    mf_ctx *ctx;
-    const mf_alphafold_model *m;
+    mf_ctx *ctx, *tctx;
+    const mf_alphafold_model *m, *tm;
     const features *x;
     hook_state h;
     mf_tensor *z;        /* [N, N, c_z] the pair, in place */
+    mf_tensor *hz;       /* the pair on the host (z itself without a trunk context) */
     mf_tensor *m1;       /* [N, c_m] recycled first MSA row (in: previous, out: new) */
-    mf_tensor *prev_pos; /* [N, 37, 3] recycled positions */
+    mf_tensor *prev_pos; /* host [N, 37, 3] recycled positions */
     mf_tensor relpos_bins, pair_mask;
     mf_tensor msa;      /* [S + T', N, c_m] this iteration's MSA representation */
     mf_tensor msa_mask; /* [S + T', N] */
 } iteration;
 
+static bool split(const iteration *it)
+{
+    return it->tctx != it->ctx;
+}
+
+/* The trunk's view of host tensor src: src itself on a single context, else a copy in the
+ * trunk's arena (released with the caller's trunk mark). */
+static mf_status up(const iteration *it, const mf_tensor *src, mf_tensor *out, const char *label)
+{
+    if (!split(it)) {
+        *out = *src;
+        return MF_OK;
+    }
+    MF_TRY(mf_arena_tensor(it->tctx->arena, out, src->dtype, src->ndim, src->shape, label));
+    return mf_tensor_transfer(out, src, label);
+}
+
+/* Stage code takes marks on both arenas (the same one on a single context) and releases both. */
+typedef struct {
+    mf_arena_mark_t host, trunk;
+} marks;
+
+static marks take_marks(const iteration *it)
+{
+    return (marks){mf_arena_mark(it->ctx->arena), mf_arena_mark(it->tctx->arena)};
+}
+
+static void release_marks(const iteration *it, marks k)
+{
+    mf_arena_release(it->tctx->arena, k.trunk);
+    mf_arena_release(it->ctx->arena, k.host);
+}
+
 /* Alg. 3, 4 and 32: z_prev becomes the recycling update in place, then the input embedder's
  * terms are added; m = input embedding with LN(m1_prev) added to row 0. */
 static mf_status embed_inputs(iteration *it)
 {
-    mf_ctx *ctx = it->ctx;
-    const mf_alphafold_model *m = it->m;
+    mf_ctx *ctx = it->ctx, *tctx = it->tctx;
+    const mf_alphafold_model *m = it->tm;
     const features *x = it->x;
     const int64_t N = x->N, S = x->S, Cm = m->input_dims.c_m, Cz = m->input_dims.c_z;
-    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    marks mark = take_marks(it);
     mf_status st = MF_OK;
-    mf_tensor pb, bins, m1u;
+    mf_tensor pb, hbins, bins, m1u, target_feat, msa_feat;
     MF_TRY_GOTO(arena_f32(ctx, &pb, 2, (const int64_t[]){N, 3}, "alphafold.prev_pseudo_beta"));
     MF_TRY_GOTO(mf_pseudo_beta(&pb, NULL, &x->aatype, it->prev_pos, NULL));
-    MF_TRY_GOTO(mf_arena_tensor(ctx->arena, &bins, MF_I32, 2, (const int64_t[]){N, N},
+    MF_TRY_GOTO(mf_arena_tensor(ctx->arena, &hbins, MF_I32, 2, (const int64_t[]){N, N},
                                 "alphafold.recycling_bins"));
-    MF_TRY_GOTO(mf_recycling_dgram_bins(&bins, &pb, &m->recycling_dims));
+    MF_TRY_GOTO(mf_recycling_dgram_bins(&hbins, &pb, &m->recycling_dims));
+    MF_TRY_GOTO(up(it, &hbins, &bins, "alphafold.recycling_bins"));
     MF_TRY_GOTO(emit(&it->h, "recycling_embedder", "in_m1_prev", -1, it->m1));
     MF_TRY_GOTO(emit(&it->h, "recycling_embedder", "in_z_prev", -1, it->z));
     MF_TRY_GOTO(emit(&it->h, "recycling_embedder", "in_pseudo_beta_prev", -1, &pb));
-    MF_TRY_GOTO(arena_f32(ctx, &m1u, 2, (const int64_t[]){N, Cm}, "alphafold.m1_update"));
-    MF_TRY_GOTO(mf_recycling_embedder_forward(ctx, &m1u, it->z, false, NULL, it->m1, it->z, &bins,
+    MF_TRY_GOTO(arena_f32(tctx, &m1u, 2, (const int64_t[]){N, Cm}, "alphafold.m1_update"));
+    MF_TRY_GOTO(mf_recycling_embedder_forward(tctx, &m1u, it->z, false, NULL, it->m1, it->z, &bins,
                                               &m->recycling, &m->recycling_dims));
     MF_TRY_GOTO(emit(&it->h, "recycling_embedder", "out_m1_update", -1, &m1u));
     MF_TRY_GOTO(emit(&it->h, "recycling_embedder", "out_z_update", -1, it->z));
 
+    MF_TRY_GOTO(up(it, &x->target_feat, &target_feat, "alphafold.target_feat"));
+    MF_TRY_GOTO(up(it, &x->msa_feat, &msa_feat, "alphafold.msa_feat"));
     mf_tensor msa_s = mf_tensor_slice0(&it->msa, 0, S);
-    MF_TRY_GOTO(mf_fill(ctx, &msa_s, 0.0f));
-    MF_TRY_GOTO(mf_input_embedder_forward(ctx, &msa_s, it->z, true, NULL, &x->target_feat,
-                                          &x->msa_feat, &it->relpos_bins, &m->input,
-                                          &m->input_dims));
+    MF_TRY_GOTO(mf_fill(tctx, &msa_s, 0.0f));
+    MF_TRY_GOTO(mf_input_embedder_forward(tctx, &msa_s, it->z, true, NULL, &target_feat, &msa_feat,
+                                          &it->relpos_bins, &m->input, &m->input_dims));
     if (it->h.opt->hook) {
         /* the input embedding alone, for the record (the fused path above never holds it) */
-        mf_arena_mark_t hm = mf_arena_mark(ctx->arena);
+        mf_arena_mark_t hm = mf_arena_mark(tctx->arena);
         mf_tensor em, ez;
-        MF_TRY_GOTO(arena_f32(ctx, &em, 3, (const int64_t[]){S, N, Cm}, "alphafold.hook"));
-        MF_TRY_GOTO(arena_f32(ctx, &ez, 3, (const int64_t[]){N, N, Cz}, "alphafold.hook"));
-        MF_TRY_GOTO(mf_input_embedder_forward(ctx, &em, &ez, false, NULL, &x->target_feat,
-                                              &x->msa_feat, &it->relpos_bins, &m->input,
-                                              &m->input_dims));
+        MF_TRY_GOTO(arena_f32(tctx, &em, 3, (const int64_t[]){S, N, Cm}, "alphafold.hook"));
+        MF_TRY_GOTO(arena_f32(tctx, &ez, 3, (const int64_t[]){N, N, Cz}, "alphafold.hook"));
+        MF_TRY_GOTO(mf_input_embedder_forward(tctx, &em, &ez, false, NULL, &target_feat, &msa_feat,
+                                              &it->relpos_bins, &m->input, &m->input_dims));
         MF_TRY_GOTO(emit(&it->h, "input_embedder", "out_msa", -1, &em));
         MF_TRY_GOTO(emit(&it->h, "input_embedder", "out_pair", -1, &ez));
-        mf_arena_release(ctx->arena, hm);
+        mf_arena_release(tctx->arena, hm);
     }
     mf_tensor row0 = row(&it->msa, 0);
-    MF_TRY_GOTO(mf_add(ctx, &row0, &row0, &m1u));
+    MF_TRY_GOTO(mf_add(tctx, &row0, &row0, &m1u));
 cleanup:
-    mf_arena_release(ctx->arena, mark);
+    release_marks(it, mark);
     return st;
 }
 
 /* Alg. 2 lines 7-13 (AF2 TemplateEmbedding and the torsion-angle rows). */
 static mf_status embed_templates(iteration *it)
 {
-    mf_ctx *ctx = it->ctx;
-    const mf_alphafold_model *m = it->m;
+    mf_ctx *ctx = it->ctx, *tctx = it->tctx;
+    const mf_alphafold_model *m = it->tm;
     const features *x = it->x;
     const int64_t N = x->N, S = x->S, T = x->T;
     const int64_t Ct = m->template_pair_dims.c_t, F = m->template_pair_dims.pair_feat_dim;
     const bool hook = it->h.opt->hook != NULL;
-    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    marks mark = take_marks(it);
     mf_status st = MF_OK;
     MF_TRY_GOTO(emit(&it->h, "template_embedder", "in_pair", -1, it->z));
-    mf_tensor t_all;
-    MF_TRY_GOTO(arena_f32(ctx, &t_all, 4, (const int64_t[]){T, N, N, Ct}, "alphafold.templates"));
-    const int64_t cr = hook ? N : slice_rows(ctx, N);
+    mf_tensor t_all, t_mask;
+    MF_TRY_GOTO(arena_f32(tctx, &t_all, 4, (const int64_t[]){T, N, N, Ct}, "alphafold.templates"));
+    const int64_t cr = hook ? N : slice_rows(tctx, N);
     for (int64_t t = 0; t < T; t++) {
         mf_tensor tt = row(&t_all, t);
         mf_tensor pb = row(&x->t_pseudo_beta, t), pbm = row(&x->t_pseudo_beta_mask, t);
         mf_tensor aa = row(&x->t_aatype, t), pos = row(&x->t_positions, t);
         mf_tensor am = row(&x->t_atom_mask, t);
         /* the 88-channel feature a slice of rows at a time: never [N, N, 88] at once */
-        mf_arena_mark_t fm = mf_arena_mark(ctx->arena);
+        marks fm = take_marks(it);
         mf_tensor feat;
         MF_TRY_GOTO(
             arena_f32(ctx, &feat, 3, (const int64_t[]){cr, N, F}, "alphafold.template_pair_feat"));
         for (int64_t i0 = 0; i0 < N; i0 += cr) {
             const int64_t c = N - i0 < cr ? N - i0 : cr;
-            mf_tensor fs = mf_tensor_slice0(&feat, 0, c), ys = mf_tensor_slice0(&tt, i0, c);
+            mf_tensor fs = mf_tensor_slice0(&feat, 0, c), ys = mf_tensor_slice0(&tt, i0, c), tfs;
             MF_TRY_GOTO(
                 mf_template_pair_feat(&fs, i0, &pb, &pbm, &aa, &pos, &am, &m->template_pair_dims));
+            mf_arena_mark_t um = mf_arena_mark(tctx->arena);
+            MF_TRY_GOTO(up(it, &fs, &tfs, "alphafold.template_pair_feat"));
             MF_TRY_GOTO(mf_template_pair_embedder_forward(
-                ctx, &ys, false, NULL, &fs, &m->template_pair, &m->template_pair_dims));
+                tctx, &ys, false, NULL, &tfs, &m->template_pair, &m->template_pair_dims));
+            if (split(it)) mf_arena_release(tctx->arena, um);
         }
         if (hook)
             MF_TRY_GOTO(emit(&it->h, "template_pair_embedder", "in_template_pair_feat", t, &feat));
-        mf_arena_release(ctx->arena, fm);
+        release_marks(it, fm);
         MF_TRY_GOTO(emit(&it->h, "template_pair_embedder", "out", t, &tt));
         MF_TRY_GOTO(emit(&it->h, "template_pair_stack", "in_t", t, &tt));
         if (m->template_stack_blocks > 0) {
             mf_dropout_key key = mf_dropout_key_inference();
             key.instance = (uint32_t)t;
-            MF_TRY_GOTO(mf_template_pair_stack_forward(ctx, &tt, NULL, &it->pair_mask,
+            MF_TRY_GOTO(mf_template_pair_stack_forward(tctx, &tt, NULL, &it->pair_mask,
                                                        &m->template_stack, &m->template_stack_dims,
                                                        m->template_stack_blocks, &key));
         }
-        MF_TRY_GOTO(mf_layer_norm_forward(ctx, &tt, NULL, NULL, &tt, &m->template_output_ln_scale,
+        MF_TRY_GOTO(mf_layer_norm_forward(tctx, &tt, NULL, NULL, &tt, &m->template_output_ln_scale,
                                           &m->template_output_ln_offset,
                                           MF_TEMPLATE_OUTPUT_LN_EPS));
         MF_TRY_GOTO(emit(&it->h, "template_pair_stack", "out_t", t, &tt));
     }
     /* Alg. 17: each pair attends over its templates; the update is added to z in place (a row
      * slice of the update reads only its own rows of z). */
+    MF_TRY_GOTO(up(it, &x->t_mask, &t_mask, "alphafold.template_mask"));
     if (hook) {
         mf_tensor upd;
-        MF_TRY_GOTO(arena_f32(ctx, &upd, 3, it->z->shape, "alphafold.hook"));
-        MF_TRY_GOTO(mf_template_pointwise_attention_forward(ctx, &upd, false, NULL, it->z, &t_all,
-                                                            &x->t_mask, &m->template_pointwise,
+        MF_TRY_GOTO(arena_f32(tctx, &upd, 3, it->z->shape, "alphafold.hook"));
+        MF_TRY_GOTO(mf_template_pointwise_attention_forward(tctx, &upd, false, NULL, it->z, &t_all,
+                                                            &t_mask, &m->template_pointwise,
                                                             &m->template_pointwise_dims));
         MF_TRY_GOTO(emit(&it->h, "template_pointwise_att", "in_t", -1, &t_all));
         MF_TRY_GOTO(emit(&it->h, "template_pointwise_att", "in_z", -1, it->z));
         MF_TRY_GOTO(emit(&it->h, "template_pointwise_att", "out", -1, &upd));
         /* the reference records the embedding (the update), before it is added to the pair */
         MF_TRY_GOTO(emit(&it->h, "template_embedder", "out_template_pair_embedding", -1, &upd));
-        MF_TRY_GOTO(mf_add(ctx, it->z, it->z, &upd));
+        MF_TRY_GOTO(mf_add(tctx, it->z, it->z, &upd));
     } else {
-        MF_TRY_GOTO(mf_template_pointwise_attention_forward(ctx, it->z, true, NULL, it->z, &t_all,
-                                                            &x->t_mask, &m->template_pointwise,
+        MF_TRY_GOTO(mf_template_pointwise_attention_forward(tctx, it->z, true, NULL, it->z, &t_all,
+                                                            &t_mask, &m->template_pointwise,
                                                             &m->template_pointwise_dims));
     }
-    mf_arena_release(ctx->arena, mark);
+    release_marks(it, mark);
 
     if (m->template_torsions) {
         /* Alg. 2 lines 7-8: T rows appended to the MSA, their mask the psi mask. */
-        mf_tensor af, rows = mf_tensor_slice0(&it->msa, S, T);
+        mf_tensor af, taf, rows = mf_tensor_slice0(&it->msa, S, T);
         MF_TRY_GOTO(arena_f32(ctx, &af, 3,
                               (const int64_t[]){T, N, m->template_single_dims.angle_feat_dim},
                               "alphafold.template_angle_feat"));
         MF_TRY_GOTO(mf_template_angle_feat(&af, &x->t_aatype, &x->t_sin_cos, &x->t_alt_sin_cos,
                                            &x->t_torsion_mask));
+        MF_TRY_GOTO(up(it, &af, &taf, "alphafold.template_angle_feat"));
         MF_TRY_GOTO(mf_template_single_embedder_forward(
-            ctx, &rows, false, NULL, &af, &m->template_single, &m->template_single_dims));
+            tctx, &rows, false, NULL, &taf, &m->template_single, &m->template_single_dims));
         MF_TRY_GOTO(emit(&it->h, "template_single_embedder", "in_template_angle_feat", -1, &af));
         MF_TRY_GOTO(emit(&it->h, "template_single_embedder", "out", -1, &rows));
         MF_TRY_GOTO(emit(&it->h, "template_embedder", "out_template_single_embedding", -1, &rows));
     }
 cleanup:
-    mf_arena_release(ctx->arena, mark);
+    release_marks(it, mark);
     return st;
 }
 
 /* Alg. 2 lines 14-16: the extra MSA embedded and run through its stack, which updates z. */
 static mf_status extra_msa(iteration *it)
 {
-    mf_ctx *ctx = it->ctx;
-    const mf_alphafold_model *m = it->m;
+    mf_ctx *ctx = it->ctx, *tctx = it->tctx;
+    const mf_alphafold_model *m = it->tm;
     const features *x = it->x;
     const int64_t N = x->N, Ce = m->extra_msa_dims.c_e;
     /* E = 0: one fully masked row, the same z as AF2's padding to a fixed row count */
     const int64_t E = x->E > 0 ? x->E : 1;
-    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    marks mark = take_marks(it);
     mf_status st = MF_OK;
-    mf_tensor a, mask, feat;
-    MF_TRY_GOTO(arena_f32(ctx, &a, 3, (const int64_t[]){E, N, Ce}, "alphafold.extra_msa"));
+    mf_tensor a, mask, feat, tfeat;
+    MF_TRY_GOTO(arena_f32(tctx, &a, 3, (const int64_t[]){E, N, Ce}, "alphafold.extra_msa"));
     if (x->E > 0) {
-        mask = x->extra_msa_mask;
+        MF_TRY_GOTO(up(it, &x->extra_msa_mask, &mask, "alphafold.extra_msa_mask"));
     } else {
-        MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &mask, MF_F32, 2, (const int64_t[]){E, N},
+        MF_TRY_GOTO(mf_arena_zeros(tctx->arena, &mask, MF_F32, 2, (const int64_t[]){E, N},
                                    "alphafold.extra_msa_mask"));
     }
     {
-        mf_arena_mark_t fm = mf_arena_mark(ctx->arena);
+        marks fm = take_marks(it);
         MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &feat, MF_F32, 3,
                                    (const int64_t[]){E, N, m->extra_msa_dims.extra_msa_feat_dim},
                                    "alphafold.extra_msa_feat"));
         if (x->E > 0)
             MF_TRY_GOTO(mf_extra_msa_feat(&feat, &x->extra_msa, &x->extra_has_deletion,
                                           &x->extra_deletion_value));
-        MF_TRY_GOTO(mf_extra_msa_embedder_forward(ctx, &a, false, NULL, &feat, &m->extra_msa,
+        MF_TRY_GOTO(up(it, &feat, &tfeat, "alphafold.extra_msa_feat"));
+        MF_TRY_GOTO(mf_extra_msa_embedder_forward(tctx, &a, false, NULL, &tfeat, &m->extra_msa,
                                                   &m->extra_msa_dims));
         MF_TRY_GOTO(emit(&it->h, "extra_msa_embedder", "in_extra_msa_feat", -1, &feat));
-        mf_arena_release(ctx->arena, fm);
+        release_marks(it, fm);
     }
     MF_TRY_GOTO(emit(&it->h, "extra_msa_embedder", "out", -1, &a));
     MF_TRY_GOTO(emit(&it->h, "extra_msa_stack", "in_a", -1, &a));
     MF_TRY_GOTO(emit(&it->h, "extra_msa_stack", "in_z", -1, it->z));
     if (m->extra_stack_blocks > 0) {
         mf_dropout_key key = mf_dropout_key_inference();
-        MF_TRY_GOTO(mf_extra_msa_stack_forward(ctx, &a, it->z, NULL, &mask, &it->pair_mask,
+        MF_TRY_GOTO(mf_extra_msa_stack_forward(tctx, &a, it->z, NULL, &mask, &it->pair_mask,
                                                &m->extra_stack, &m->extra_stack_dims,
                                                m->extra_stack_blocks, &key));
     }
     MF_TRY_GOTO(emit(&it->h, "extra_msa_stack", "out_z", -1, it->z));
 cleanup:
-    mf_arena_release(ctx->arena, mark);
+    release_marks(it, mark);
     return st;
 }
 
 /* Alg. 6 for every block, in place, then single = Linear(m[0]) (AF2 single_activations). */
 static mf_status evoformer(iteration *it, mf_tensor *single)
 {
-    mf_ctx *ctx = it->ctx;
-    const mf_alphafold_model *m = it->m;
+    mf_ctx *ctx = it->tctx;
+    const mf_alphafold_model *m = it->tm;
     MF_TRY(emit(&it->h, "evoformer", "in_m", -1, &it->msa));
     MF_TRY(emit(&it->h, "evoformer", "in_z", -1, it->z));
     mf_tensor views[MF_EVOFORMER_BLOCK_NPARAMS];
@@ -448,12 +501,12 @@ static mf_status structure_module(iteration *it, mf_alphafold_outputs *out)
         .final_atom_mask = out->final_atom_mask,
     };
     if (!it->h.opt->hook)
-        return mf_structure_module_forward(ctx, &so, NULL, &out->single, it->z, &it->x->aatype,
+        return mf_structure_module_forward(ctx, &so, NULL, &out->single, it->hz, &it->x->aatype,
                                            &it->x->seq_mask, &m->sm, &m->sm_dims, NULL);
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_status st = MF_OK;
     MF_TRY_GOTO(emit(&it->h, "structure_module", "in_single", -1, &out->single));
-    MF_TRY_GOTO(emit(&it->h, "structure_module", "in_pair", -1, it->z));
+    MF_TRY_GOTO(emit(&it->h, "structure_module", "in_pair", -1, it->hz));
     mf_tensor frames4;
     MF_TRY_GOTO(
         arena_f32(ctx, &so.sidechain_rot, 4, (const int64_t[]){L, N, 8, 9}, "alphafold.hook"));
@@ -465,7 +518,7 @@ static mf_status structure_module(iteration *it, mf_alphafold_outputs *out)
     mf_structure_module_saved *saved = NULL;
     MF_TRY_GOTO(mf_arena_alloc(ctx->arena, sizeof *saved, "alphafold.hook", (void **)&saved));
     memset(saved, 0, sizeof *saved);
-    MF_TRY_GOTO(mf_structure_module_forward(ctx, &so, saved, &out->single, it->z, &it->x->aatype,
+    MF_TRY_GOTO(mf_structure_module_forward(ctx, &so, saved, &out->single, it->hz, &it->x->aatype,
                                             &it->x->seq_mask, &m->sm, &m->sm_dims, NULL));
     /* the side-chain frames as 4x4 homogeneous matrices (AF2's Rigid.to_tensor_4x4) */
     const float *rot = so.sidechain_rot.data, *tr = so.sidechain_trans.data;
@@ -504,17 +557,23 @@ static mf_status heads(iteration *it, const mf_alphafold_options *opt, mf_alphaf
                                           &m->predicted_lddt, hd));
     MF_TRY(mf_compute_plddt(&out->plddt, &out->lddt_logits));
     if (opt->all_heads) {
-        mf_tensor msa_s = mf_tensor_slice0(&it->msa, 0, it->x->S);
-        MF_TRY(mf_distogram_head_forward(ctx, &out->distogram_logits, false, NULL, it->z,
+        mf_tensor msa_s = mf_tensor_slice0(&it->msa, 0, it->x->S), hmsa = msa_s;
+        mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+        if (split(it)) {
+            MF_TRY(arena_f32(ctx, &hmsa, 3, msa_s.shape, "alphafold.msa_host"));
+            MF_TRY(mf_tensor_transfer(&hmsa, &msa_s, "alphafold.msa"));
+        }
+        MF_TRY(mf_distogram_head_forward(ctx, &out->distogram_logits, false, NULL, it->hz,
                                          &m->distogram, hd));
-        MF_TRY(mf_masked_msa_head_forward(ctx, &out->masked_msa_logits, false, NULL, &msa_s,
+        MF_TRY(mf_masked_msa_head_forward(ctx, &out->masked_msa_logits, false, NULL, &hmsa,
                                           &m->masked_msa, hd));
+        mf_arena_release(ctx->arena, mark);
         MF_TRY(mf_experimentally_resolved_head_forward(ctx, &out->experimentally_resolved_logits,
                                                        false, NULL, &out->single,
                                                        &m->experimentally_resolved, hd));
     }
     if (m->pae_head)
-        MF_TRY(mf_predicted_aligned_error_head_forward(ctx, &out->pae_logits, false, NULL, it->z,
+        MF_TRY(mf_predicted_aligned_error_head_forward(ctx, &out->pae_logits, false, NULL, it->hz,
                                                        &m->predicted_aligned_error, hd));
     return MF_OK;
 }
@@ -596,7 +655,16 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
     MF_REQUIRE(ctx && ctx->arena && m && f && opt && out, "alphafold inference: arguments");
     MF_REQUIRE(ctx->device == MF_DEV_CPU,
                "alphafold inference: a CPU context is needed (the structure module and the "
-               "feature construction run on the host)");
+               "feature construction run on the host; options.trunk_ctx puts the trunk on a GPU)");
+    mf_ctx *tctx = opt->trunk_ctx ? opt->trunk_ctx : ctx;
+    const mf_alphafold_model *tm = opt->trunk_ctx ? opt->trunk_model : m;
+    MF_REQUIRE(tm && tctx->arena, "alphafold inference: a trunk context needs its trunk model");
+    MF_REQUIRE(tm->input_dims.c_m == m->input_dims.c_m && tm->input_dims.c_z == m->input_dims.c_z &&
+                   tm->evoformer_blocks == m->evoformer_blocks &&
+                   tm->extra_stack_blocks == m->extra_stack_blocks &&
+                   tm->templates == m->templates && tm->template_torsions == m->template_torsions &&
+                   tm->cfg.channels.c_s == m->cfg.channels.c_s,
+               "alphafold inference: the trunk model is not the host model's network");
     MF_REQUIRE(f->num_iterations >= 1, "features: %lld recycling iterations",
                (long long)f->num_iterations);
     memset(out, 0, sizeof *out);
@@ -605,8 +673,10 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
     features x;
     MF_TRY(load_features(m, f, 0, &x));
     const int64_t N = x.N;
-    mf_arena_mark_t start = mf_arena_mark(ctx->arena);
+    mf_arena_mark_t start = mf_arena_mark(ctx->arena), tstart = mf_arena_mark(tctx->arena);
     mf_status st = MF_OK;
+    iteration it = {
+        .ctx = ctx, .tctx = tctx, .m = m, .tm = tm, .h = {opt, 0, now_seconds(), ctx->arena}};
     MF_TRY_GOTO(alloc_outputs(ctx, m, &x, opt, out));
     out->num_res = N;
     out->num_seq = x.S;
@@ -616,23 +686,37 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
     mf_tensor prev_ca = {0}; /* [N, 3] the previous iteration's Calpha positions */
     if (early_stop)
         MF_TRY_GOTO(arena_f32(ctx, &prev_ca, 2, (const int64_t[]){N, 3}, "alphafold.prev_ca"));
-    iteration it = {.ctx = ctx, .m = m, .h = {opt, 0, now_seconds()}};
-    it.z = &out->pair;
+    /* on a trunk context: the pair, the recycled first row and the single live there */
+    mf_tensor tz, tm1, tsingle;
+    it.z = it.hz = &out->pair;
     it.m1 = &out->msa_first_row;
+    mf_tensor *single = &out->single;
+    if (split(&it)) {
+        MF_TRY_GOTO(mf_arena_zeros(tctx->arena, &tz, MF_F32, 3, out->pair.shape, "alphafold.pair"));
+        MF_TRY_GOTO(mf_arena_zeros(tctx->arena, &tm1, MF_F32, 2, out->msa_first_row.shape,
+                                   "alphafold.msa_first_row"));
+        MF_TRY_GOTO(mf_arena_tensor(tctx->arena, &tsingle, MF_F32, 2, out->single.shape,
+                                    "alphafold.single"));
+        it.z = &tz;
+        it.m1 = &tm1;
+        single = &tsingle;
+    }
     it.prev_pos = &out->final_atom_positions;
-    MF_TRY_GOTO(mf_arena_tensor(ctx->arena, &it.relpos_bins, MF_I32, 2, (const int64_t[]){N, N},
+    mf_tensor relpos_bins, pair_mask;
+    MF_TRY_GOTO(mf_arena_tensor(ctx->arena, &relpos_bins, MF_I32, 2, (const int64_t[]){N, N},
                                 "alphafold.relpos_bins"));
-    MF_TRY_GOTO(
-        mf_relpos_bins(&it.relpos_bins, &x.residue_index, m->input_dims.max_relative_feature));
-    MF_TRY_GOTO(arena_f32(ctx, &it.pair_mask, 2, (const int64_t[]){N, N}, "alphafold.pair_mask"));
+    MF_TRY_GOTO(mf_relpos_bins(&relpos_bins, &x.residue_index, m->input_dims.max_relative_feature));
+    MF_TRY_GOTO(arena_f32(ctx, &pair_mask, 2, (const int64_t[]){N, N}, "alphafold.pair_mask"));
     {
         /* AF2 mask_2d = seq_mask[:, None] * seq_mask[None, :] */
         const float *sm = x.seq_mask.data;
-        float *pm = it.pair_mask.data;
+        float *pm = pair_mask.data;
         for (int64_t i = 0; i < N; i++)
             for (int64_t j = 0; j < N; j++) pm[i * N + j] = sm[i] * sm[j];
     }
-    MF_TRY_GOTO(emit_mask(opt, "pair_mask", &it.pair_mask));
+    MF_TRY_GOTO(emit_mask(opt, "pair_mask", &pair_mask));
+    MF_TRY_GOTO(up(&it, &relpos_bins, &it.relpos_bins, "alphafold.relpos_bins"));
+    MF_TRY_GOTO(up(&it, &pair_mask, &it.pair_mask, "alphafold.pair_mask"));
 
     for (int64_t r = 0; r < iters; r++) {
         bool last = r == iters - 1;
@@ -645,37 +729,48 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
         it.x = &x;
         it.h.r = r;
         const int64_t Tr = m->template_torsions ? x.T : 0; /* template rows of the MSA */
-        mf_arena_mark_t im = mf_arena_mark(ctx->arena);
+        marks im = take_marks(&it);
         double t0 = now_seconds(), t1;
-        MF_TRY_GOTO(arena_f32(ctx, &it.msa, 3, (const int64_t[]){x.S + Tr, N, m->input_dims.c_m},
+        MF_TRY_GOTO(arena_f32(tctx, &it.msa, 3, (const int64_t[]){x.S + Tr, N, m->input_dims.c_m},
                               "alphafold.msa"));
-        MF_TRY_GOTO(
-            arena_f32(ctx, &it.msa_mask, 2, (const int64_t[]){x.S + Tr, N}, "alphafold.msa_mask"));
         {
-            mf_tensor head = mf_tensor_slice0(&it.msa_mask, 0, x.S);
+            mf_tensor msa_mask;
+            MF_TRY_GOTO(
+                arena_f32(ctx, &msa_mask, 2, (const int64_t[]){x.S + Tr, N}, "alphafold.msa_mask"));
+            mf_tensor head = mf_tensor_slice0(&msa_mask, 0, x.S);
             MF_TRY_GOTO(mf_convert(ctx, &head, &x.msa_mask));
             if (Tr > 0) {
-                mf_tensor tail = mf_tensor_slice0(&it.msa_mask, x.S, Tr);
+                mf_tensor tail = mf_tensor_slice0(&msa_mask, x.S, Tr);
                 MF_TRY_GOTO(mf_template_row_mask(&tail, &x.t_torsion_mask));
             }
-            if (r == 0) MF_TRY_GOTO(emit_mask(opt, "evoformer_msa_mask", &it.msa_mask));
+            if (r == 0) MF_TRY_GOTO(emit_mask(opt, "evoformer_msa_mask", &msa_mask));
+            MF_TRY_GOTO(up(&it, &msa_mask, &it.msa_mask, "alphafold.msa_mask"));
         }
         MF_TRY_GOTO(embed_inputs(&it));
+        MF_TRY_GOTO(mf_ctx_synchronize(tctx));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_EMBEDDERS] += t1 - t0;
         progress(&it.h, "embedders", -1, 0);
         t0 = t1;
         if (x.T > 0) MF_TRY_GOTO(embed_templates(&it));
+        MF_TRY_GOTO(mf_ctx_synchronize(tctx));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_TEMPLATES] += t1 - t0;
         progress(&it.h, "templates", -1, 0);
         t0 = t1;
         MF_TRY_GOTO(extra_msa(&it));
+        MF_TRY_GOTO(mf_ctx_synchronize(tctx));
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_EXTRA_MSA] += t1 - t0;
         progress(&it.h, "extra_msa", -1, 0);
         t0 = t1;
-        MF_TRY_GOTO(evoformer(&it, &out->single));
+        MF_TRY_GOTO(evoformer(&it, single));
+        if (split(&it)) {
+            /* the structure module and the heads read them on the host */
+            MF_TRY_GOTO(mf_tensor_transfer(&out->pair, &tz, "alphafold.pair"));
+            MF_TRY_GOTO(mf_tensor_transfer(&out->single, &tsingle, "alphafold.single"));
+            MF_TRY_GOTO(mf_tensor_transfer(&out->msa_first_row, &tm1, "alphafold.msa_first_row"));
+        }
         t1 = now_seconds();
         out->stage_seconds[MF_ALPHAFOLD_STAGE_EVOFORMER] += t1 - t0;
         progress(&it.h, "evoformer", -1, 0);
@@ -702,11 +797,13 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
         if (last) MF_TRY_GOTO(heads(&it, opt, out));
         out->stage_seconds[MF_ALPHAFOLD_STAGE_HEADS] += now_seconds() - t0;
         if (last) progress(&it.h, "heads", -1, 0);
-        mf_arena_release(ctx->arena, im);
+        release_marks(&it, im);
         if (last) break;
     }
+    if (split(&it)) mf_arena_release(tctx->arena, tstart);
     return MF_OK;
 cleanup:
+    if (split(&it)) mf_arena_release(tctx->arena, tstart);
     mf_arena_release(ctx->arena, start);
     memset(out, 0, sizeof *out);
     return st;

@@ -24,7 +24,7 @@
  * into the new iteration's pair in place (the recycling embedder's update overwrites z_prev,
  * the input embedder's terms are then added). Everything comes from ctx->arena: its high-water
  * mark is the inference's peak. The structure module and the feature construction run on the
- * host, so ctx must be a CPU context.
+ * host, so ctx must be a CPU context; the trunk may run on a GPU (options.trunk_ctx).
  *
  * Numbers: the pair's sum is formed in a different order from AF2's (recycling terms first, then
  * left + right + relpos), which changes f32 rounding only. */
@@ -56,7 +56,7 @@
 
 /* The bound network: dims from the configuration, parameters as views into a parameter store
  * (stacked modules as [num_blocks, ...] arrays). Valid while the store lives. */
-typedef struct {
+typedef struct mf_alphafold_model_s {
     mf_config cfg;
     mf_input_embedder_dims input_dims;
     mf_input_embedder_params input;
@@ -157,6 +157,16 @@ typedef struct {
      * compared (AF2 compares it with the zero positions it recycles, which always continues),
      * so at least 2 iterations run when num_iterations >= 2. 0: off. */
     double recycle_early_stop_tolerance;
+    /* The trunk on another context (NULL: everything on ctx). The embedders, the template and
+     * extra-MSA stacks and the Evoformer run on trunk_ctx (a GPU's, typically) with trunk_model:
+     * the same network bound to a mirror of its parameters on that device
+     * (mf_param_store_mirror). Features, the structure module, the heads and the outputs stay on
+     * ctx. Per iteration the features the trunk reads go up (trunk_ctx's arena holds them with
+     * the trunk's activations, the pair and the recycled first MSA row) and the pair and the
+     * single come down into the outputs. The same ops in the same order: with a second CPU
+     * context the outputs are bitwise those of the single-context run. */
+    mf_ctx *trunk_ctx;
+    const struct mf_alphafold_model_s *trunk_model;
 } mf_alphafold_options;
 
 enum {

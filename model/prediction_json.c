@@ -241,6 +241,8 @@ mf_status mf_prediction_json_format(const mf_prediction_record *r, mf_ranking_me
         add_opt_num(&b, mem, "arena_high_water_bytes",
                     r->arena_high_water_bytes >= 0 ? &arena : NULL);
         add_opt_num(&b, mem, "peak_rss_bytes", rss >= 0 ? &rss_d : NULL);
+        if (r->gpu_arena_high_water_bytes > 0)
+            add_num(&b, mem, "gpu_arena_high_water_bytes", (double)r->gpu_arena_high_water_bytes);
     }
     add(&b, root, "memory", mem);
     add(&b, root, "config", r->config ? config_summary(&b, r->config) : cJSON_CreateNull());

@@ -21,7 +21,8 @@
  *   "num_recycles"                 recycling iterations run after the first
  *   "timings"                      {"<stage>": seconds, ...} in the caller's order
  *   "memory"                       {"arena_high_water_bytes": integer or null,
- *                                   "peak_rss_bytes": integer or null}
+ *                                   "peak_rss_bytes": integer or null, and with the trunk on a
+ *                                   GPU "gpu_arena_high_water_bytes": integer}
  *   "config"                       summary of the model configuration, or null:
  *                                  {"preset", "c_m", "c_z", "c_s", "evoformer_num_blocks",
  *                                   "extra_msa_num_blocks", "templates_enabled",
@@ -70,9 +71,10 @@ typedef struct {
     int64_t num_recycles;          /* >= 0 */
     const mf_stage_timing *timings;
     int n_timings;
-    int64_t arena_high_water_bytes; /* < 0: unknown (null) */
-    int64_t peak_rss_bytes;         /* 0: measured when the JSON is made; < 0: unknown (null) */
-    const mf_config *config;        /* or NULL */
+    int64_t arena_high_water_bytes;     /* < 0: unknown (null) */
+    int64_t peak_rss_bytes;             /* 0: measured when the JSON is made; < 0: unknown (null) */
+    int64_t gpu_arena_high_water_bytes; /* the trunk's GPU arena (--device cuda); 0: no GPU */
+    const mf_config *config;            /* or NULL */
 } mf_prediction_record;
 
 const char *mf_ranking_metric_name(mf_ranking_metric m); /* "plddt", "ptm" */

@@ -20,6 +20,7 @@
 #include "eval/compare.h"
 #include "protein/residue_constants.h"
 #include "tests/support/mf_test.h"
+#include "tests/model_harness.inc"
 
 #include <math.h>
 #include <stdio.h>
@@ -32,8 +33,6 @@
  * one op, the network compounds it. Measured on the reference model (one iteration): positions
  * 1.6e-2, pLDDT 1.9e-3, pair 9e-3, atom-placing torsion angles 5.3e-2. */
 #define MODEL_BF16_RTOL 1e-1
-
-static char g_dir[1024];
 
 static void print_report(const mf_verify_report *rep)
 {
@@ -57,96 +56,6 @@ static void test_reference_vectors(mf_ctx *ctx)
     print_report(&rep);
     /* 30 stage items + 14 outputs + 48 intermediates of expected_outputs.h5 */
     MF_TEST_TRUE(rep.count == 92, "expected 92 compared datasets, got %d", rep.count);
-}
-
-/* ---- a loaded reference model ------------------------------------------------------------ */
-
-typedef struct {
-    mf_param_store store;
-    mf_config cfg;
-    mf_alphafold_model m;
-    mf_processed_features f;
-} loaded;
-
-static bool load_reference(loaded *l)
-{
-    char path[1200];
-    mf_param_store_init(&l->store);
-    mf_processed_init(&l->f);
-    snprintf(path, sizeof path, "%s/params_af2.npz", g_dir);
-    if (mf_param_store_load(&l->store, path, NULL) != MF_OK) return false;
-    if (mf_alphafold_config_for_params(&l->store, NULL, 2, &l->cfg) != MF_OK) return false;
-    if (mf_alphafold_bind(&l->m, &l->cfg, &l->store) != MF_OK) return false;
-    snprintf(path, sizeof path, "%s/features.h5", g_dir);
-    return mf_processed_read(path, &l->f) == MF_OK;
-}
-
-static void loaded_free(loaded *l)
-{
-    mf_param_store_free(&l->store);
-    mf_processed_free(&l->f);
-}
-
-/* Host copies of the compared outputs of one run. */
-#define NOUT 12
-typedef struct {
-    const char *name[NOUT];
-    float *data[NOUT];
-    int64_t n[NOUT];
-} snapshot;
-
-static void snap_take(snapshot *s, const mf_alphafold_outputs *o)
-{
-    const mf_tensor *t[NOUT] = {&o->final_atom_positions,
-                                &o->plddt,
-                                &o->lddt_logits,
-                                &o->distogram_logits,
-                                &o->masked_msa_logits,
-                                &o->experimentally_resolved_logits,
-                                &o->single,
-                                &o->pair,
-                                &o->msa_first_row,
-                                &o->sm_frames,
-                                &o->sm_positions,
-                                &o->sm_angles};
-    const char *names[NOUT] = {"final_atom_positions",
-                               "plddt",
-                               "lddt_logits",
-                               "distogram_logits",
-                               "masked_msa_logits",
-                               "experimentally_resolved_logits",
-                               "single",
-                               "pair",
-                               "msa",
-                               "sm/frames",
-                               "sm/positions",
-                               "sm/angles"};
-    for (int k = 0; k < NOUT; k++) {
-        s->name[k] = names[k];
-        s->n[k] = t[k]->data ? mf_tensor_numel(t[k]) : 0;
-        s->data[k] = malloc(sizeof(float) * (size_t)(s->n[k] ? s->n[k] : 1));
-        if (s->n[k]) memcpy(s->data[k], t[k]->data, sizeof(float) * (size_t)s->n[k]);
-    }
-}
-
-static void snap_free(snapshot *s)
-{
-    for (int k = 0; k < NOUT; k++) free(s->data[k]);
-}
-
-/* Runs the inference with the given options and policy into a snapshot; checks the arena is back
- * at its mark. */
-static bool run(mf_ctx *ctx, const loaded *l, const mf_alphafold_options *opt, snapshot *s,
-                const char *what)
-{
-    mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
-    mf_alphafold_outputs out;
-    mf_status st = mf_alphafold_inference(ctx, &l->m, &l->f, opt, &out);
-    MF_TEST_TRUE(st == MF_OK, "%s: %s", what, mf_last_error());
-    if (st != MF_OK) return false;
-    snap_take(s, &out);
-    mf_arena_release(ctx->arena, mark);
-    return true;
 }
 
 /* Zeroes, in both snapshots, the sm/angles that place no atom: omega and phi (their rigid groups
@@ -262,6 +171,27 @@ static void test_policies(mf_ctx *ctx, const loaded *l)
     }
     snap_free(&base);
     ctx->policy = saved_policy;
+}
+
+/* The trunk on a second CPU context: the transfers and the split arenas, bitwise. */
+static void test_trunk_cpu(mf_ctx *ctx, const loaded *l)
+{
+    mf_ctx tctx;
+    mf_arena tarena;
+    MF_TEST_OK(mf_test_ctx_cpu(&tctx, &tarena, (size_t)256 << 20));
+    mf_alphafold_options opt = {.all_heads = true};
+    snapshot base;
+    if (run(ctx, l, &opt, &base, "single context")) {
+        check_trunk_context(ctx, l, &tctx, &base, 0.0, "a second CPU context");
+        snap_free(&base);
+    }
+    /* a trunk context without its model is refused */
+    mf_alphafold_outputs out;
+    opt.trunk_ctx = &tctx;
+    mf_status st = mf_alphafold_inference(ctx, &l->m, &l->f, &opt, &out);
+    MF_TEST_TRUE(st == MF_ERR_INVALID && strstr(mf_last_error(), "trunk model"),
+                 "trunk context without a model: %d %s", st, mf_last_error());
+    mf_test_ctx_free(&tctx, &tarena);
 }
 
 /* The dump file round trip, and the comparison failing on a perturbed value, a NaN and a
@@ -594,6 +524,7 @@ int main(void)
     } else {
         test_dump_and_checker(&ctx, l);
         test_policies(&ctx, l);
+        test_trunk_cpu(&ctx, l);
         test_recycling(&ctx, l);
         test_recycle_early_stop(&ctx, l);
         test_random_init(&ctx, l);

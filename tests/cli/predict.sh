@@ -287,6 +287,28 @@ if [ $rc -eq 2 ] && grep -q "\-o OUTDIR is required" "$T/e4.log"; then
 else
   fail "usage without -o (rc $rc): $(cat "$T/e4.log")"
 fi
+# --device cuda where no GPU can be used: a clear error, no structure (tests/cuda/test_cuda_model
+# runs the GPU trunk where there is one)
+"$BIN" predict --features "$TV/features.h5" --params "$TV/params_af2.npz" --structure-layers 2 \
+  --device cuda -o "$T/e5" > "$T/e5.log" 2>&1
+rc=$?
+if grep -q "trunk on the GPU" "$T/e5.log"; then
+  ok "--device cuda ran on a GPU (rc $rc)"
+  [ $rc -eq 0 ] || fail "--device cuda on a GPU (rc $rc): $(cat "$T/e5.log")"
+elif [ $rc -eq 1 ] && grep -Eq "built without CUDA|no usable GPU" "$T/e5.log" &&
+    [ ! -e "$T/e5/params_af2.pdb" ]; then
+  ok "--device cuda without a GPU: clear error"
+else
+  fail "--device cuda without a GPU (rc $rc): $(cat "$T/e5.log")"
+fi
+"$BIN" predict --features "$TV/features.h5" --params "$TV/params_af2.npz" --gpu-arena-gib 2 \
+  -o "$T/e6" > "$T/e6.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && grep -q "\-\-gpu-arena-gib needs --device cuda" "$T/e6.log"; then
+  ok "--gpu-arena-gib without --device cuda: usage error"
+else
+  fail "--gpu-arena-gib without --device cuda (rc $rc): $(cat "$T/e6.log")"
+fi
 if [ -e "$T/e1/params_af2.pdb" ] || [ -e "$T/e2/mismatch.pdb" ]; then
   fail "a failed run left a structure file"
 fi
