@@ -22,7 +22,9 @@
 static void train_step_usage(FILE *f)
 {
     fprintf(
-        f, "usage: memfold train-step --features FILE.h5 --params P [--config C] [--set K=V ...]\n"
+        f, "usage: memfold train-step --features FILE.h5 (--params P | --random-init SEED --config "
+           "C)\n"
+           "                          [--config C] [--set K=V ...] [--device cpu|cuda]\n"
            "                          [--recycles N] [--structure-layers N] [--chunk N|auto]\n"
            "                          [--mem-budget G]\n"
            "                          [--recompute off|block|every:K] [--storage f32|bf16]\n"
@@ -30,11 +32,16 @@ static void train_step_usage(FILE *f)
            "                          [--check REF.h5] [--verbose] [--arena-gib G]\n"
            "                          [--memory-table]\n"
            "\n"
-           "One AlphaFold 2 training step on the CPU: the recycling iterations before the last\n"
+           "One AlphaFold 2 training step: the recycling iterations before the last\n"
            "run as inference (stop-gradient), the last one with saved activations, the loss on\n"
            "its features (use_clamped_fape from the features), d loss/total / d every parameter.\n"
            "  --features FILE.h5   processed features with the ground truth (data/processed.h)\n"
            "  --params P           .npz (official AF2 layout) or memfold HDF5 parameters\n"
+           "  --random-init SEED   AF2's initialisers instead (needs --config)\n"
+           "  --device cuda        the trunk (embedders, stacks, Evoformer) forward and backward\n"
+           "                       on the GPU; structure module, heads and losses on the host\n"
+           "                       (default cpu); prints the GPU arena's peak too\n"
+           "  --gpu-arena-gib G    GPU arena reservation (default: 90%% of the free GPU memory)\n"
            "  --config C           preset or JSON file (default: sizes from the parameter shapes,\n"
            "                       losses of AF2 fine-tuning: all seven terms, suppl. Table 4)\n"
            "  --set K=V            configuration override (e.g. loss.weights.violation=0)\n"
@@ -67,7 +74,9 @@ typedef struct {
     bool chunk_auto;   /* --chunk auto */
     double mem_budget; /* --mem-budget GiB */
     uint64_t dropout_seed;
-    double arena_gib;
+    double arena_gib, gpu_arena_gib;
+    bool random_init, cuda;
+    uint64_t init_seed;
 } options;
 
 static int usage_error(const char *what, const char *arg)
@@ -143,6 +152,20 @@ static int parse_args(int argc, char **argv, options *o)
             char *end;
             o->arena_gib = strtod(v, &end);
             if (*end || !(o->arena_gib > 0)) return usage_error("--arena-gib: expected GiB", v);
+        } else if (!strcmp(a, "--random-init")) {
+            if (!mf_cli_parse_i64(v, 0, &n))
+                return usage_error("--random-init: expected a seed", v);
+            o->random_init = true;
+            o->init_seed = (uint64_t)n;
+        } else if (!strcmp(a, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+                return usage_error("--device: expected cpu or cuda", v);
+            o->cuda = !strcmp(v, "cuda");
+        } else if (!strcmp(a, "--gpu-arena-gib")) {
+            char *end;
+            o->gpu_arena_gib = strtod(v, &end);
+            if (*end || !(o->gpu_arena_gib > 0))
+                return usage_error("--gpu-arena-gib: expected GiB", v);
         } else {
             return usage_error("unknown option", a);
         }
@@ -150,7 +173,15 @@ static int parse_args(int argc, char **argv, options *o)
     if (!o->features) return usage_error("--features is required", NULL);
     if (o->chunk_auto != (o->mem_budget > 0))
         return usage_error("--chunk auto and --mem-budget G go together", NULL);
-    if (!o->params) return usage_error("--params is required", NULL);
+    if (!o->params == !o->random_init)
+        return usage_error("give --params P or --random-init SEED", NULL);
+    if (o->random_init && !o->config)
+        return usage_error("--random-init needs --config (a preset such as af2-initial)", NULL);
+    if (o->cuda && o->chunk_auto)
+        return usage_error(
+            "--chunk auto plans the host's memory; with --device cuda give --chunk N", NULL);
+    if (o->gpu_arena_gib > 0 && !o->cuda)
+        return usage_error("--gpu-arena-gib needs --device cuda", NULL);
     return 0;
 }
 
@@ -221,19 +252,22 @@ static mf_status report_check(const options *o, mf_train_check_report *r)
     return MF_OK;
 }
 
-static mf_status run(const options *o, mf_ctx *ctx)
+static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
 {
     mf_processed_features f;
-    mf_param_store store;
+    mf_param_store store, tp, tgs; /* tp, tgs: the GPU's parameters and trunk gradients */
     mf_grad_buffer gb;
     mf_processed_init(&f);
     mf_param_store_init(&store);
+    mf_param_store_init(&tp);
+    mf_param_store_init(&tgs);
     memset(&gb, 0, sizeof gb);
     mf_alphafold_model *m = calloc(1, sizeof *m), *g = calloc(1, sizeof *g);
+    mf_alphafold_model *tm = calloc(1, sizeof *tm), *tg = calloc(1, sizeof *tg);
     float *host = NULL;
     mf_train_check_report rep = {0};
     mf_status st = MF_OK;
-    if (!m || !g) {
+    if (!m || !g || !tm || !tg) {
         st = MF_ERROR(MF_ERR_NOMEM, "model");
         goto cleanup;
     }
@@ -242,20 +276,40 @@ static mf_status run(const options *o, mf_ctx *ctx)
         mf_error_context(st, "--features %s", o->features);
         goto cleanup;
     }
-    st = mf_param_store_load(&store, o->params, NULL);
-    if (st != MF_OK) {
-        mf_error_context(st, "--params %s", o->params);
-        goto cleanup;
+    if (o->random_init) {
+        mf_config c0;
+        st = mf_config_load(o->config, &c0);
+        if (st == MF_OK && o->structure_layers > 0)
+            c0.structure_module.num_layers = o->structure_layers;
+        if (st == MF_OK) st = mf_alphafold_random_params(&c0, o->init_seed, &store);
+        if (st != MF_OK) {
+            mf_error_context(st, "--random-init %llu --config %s", (unsigned long long)o->init_seed,
+                             o->config);
+            goto cleanup;
+        }
+    } else {
+        st = mf_param_store_load(&store, o->params, NULL);
+        if (st != MF_OK) {
+            mf_error_context(st, "--params %s", o->params);
+            goto cleanup;
+        }
     }
     mf_config cfg;
     MF_TRY_GOTO(make_config(o, &store, &cfg));
     st = mf_alphafold_bind(m, &cfg, &store);
     if (st != MF_OK) {
-        mf_error_context(st, "--params %s", o->params);
+        mf_error_context(st, "%s", o->params ? o->params : "random parameters");
         goto cleanup;
     }
     MF_TRY_GOTO(mf_grad_buffer_init(&gb, &store, NULL));
     MF_TRY_GOTO(mf_alphafold_bind(g, &cfg, &gb.views));
+    if (gpu) {
+        /* the trunk's parameters and (zeroed) gradients on the GPU */
+        MF_TRY_GOTO(mf_param_store_mirror(&store, gpu->arena, &tp));
+        MF_TRY_GOTO(mf_param_store_mirror(&gb.views, gpu->arena, &tgs));
+        MF_TRY_GOTO(mf_alphafold_bind(tm, &cfg, &tp));
+        MF_TRY_GOTO(mf_alphafold_bind(tg, &cfg, &tgs));
+    }
 
     const int64_t N = f.num_res > 0 ? f.num_res : 0, L = cfg.structure_module.num_layers;
     const mf_feature *aa = mf_processed_find(&f, "aatype");
@@ -276,6 +330,12 @@ static mf_status run(const options *o, mf_ctx *ctx)
     opt.dropout = o->dropout;
     opt.dropout_seed = o->dropout_seed;
     ctx->policy = o->policy;
+    if (gpu) {
+        gpu->policy = o->policy;
+        opt.trunk_ctx = gpu;
+        opt.trunk_model = tm;
+        opt.trunk_grads = tg;
+    }
     if (o->chunk_auto) {
         /* the memory model's per-module chunks for this sample within --mem-budget */
         mf_memplan_shape sh = mf_memplan_shape_of_features(&cfg, &f, true, opt.num_iterations);
@@ -286,10 +346,12 @@ static mf_status run(const options *o, mf_ctx *ctx)
     }
     mf_train_step_result res;
     char pol[160];
-    printf("train-step: %s, %s, %lld residues, policy %s%s\n", o->features, o->params,
-           (long long)n_res, mf_policy_describe(&ctx->policy, pol, sizeof pol),
-           o->dropout ? ", dropout on" : "");
+    printf("train-step: %s, %s, %lld residues, policy %s%s%s\n", o->features,
+           o->params ? o->params : "random parameters", (long long)n_res,
+           mf_policy_describe(&ctx->policy, pol, sizeof pol), o->dropout ? ", dropout on" : "",
+           gpu ? ", trunk on the GPU" : "");
     MF_TRY_GOTO(mf_train_step(ctx, m, g, &f, &opt, &res, &outs));
+    if (gpu) MF_TRY_GOTO(mf_train_merge_trunk_grads(&tgs, &gb.views, ctx->arena));
     print_losses("loss", &res.loss);
     if (res.use_clamped_fape > 0)
         print_losses("loss_unclamped (use_clamped_fape = 0, no gradient)", &res.loss_unclamped);
@@ -302,6 +364,10 @@ static mf_status run(const options *o, mf_ctx *ctx)
            res.stage_seconds[MF_TRAIN_STAGE_RECYCLE], res.stage_seconds[MF_TRAIN_STAGE_FORWARD],
            res.stage_seconds[MF_TRAIN_STAGE_LOSS], res.stage_seconds[MF_TRAIN_STAGE_BACKWARD],
            mf_format_bytes(res.arena_peak, b1, sizeof b1));
+    if (gpu)
+        printf("GPU arena peak %s (activations; parameters and trunk gradients %s apart)\n",
+               mf_format_bytes(res.trunk_arena_peak, b1, sizeof b1),
+               mf_format_bytes((size_t)(2 * gb.layout.total) * sizeof(float), b1 + 16, 16));
     if (o->memory_table) mf_arena_print_table(ctx->arena, stdout);
     if (!isfinite(norm)) {
         st = MF_ERROR(MF_ERR_NUMERIC, "the gradient is not finite (global norm %g)", norm);
@@ -318,11 +384,15 @@ static mf_status run(const options *o, mf_ctx *ctx)
 cleanup:
     mf_train_check_report_free(&rep);
     free(host);
+    mf_param_store_free(&tgs);
+    mf_param_store_free(&tp);
     mf_grad_buffer_free(&gb);
     mf_param_store_free(&store);
     mf_processed_free(&f);
     free(m);
     free(g);
+    free(tm);
+    free(tg);
     return st;
 }
 
@@ -341,7 +411,18 @@ int mf_cmd_train_step(int argc, char **argv)
         mf_arena_destroy(&arena);
         return mf_report_error("train-step");
     }
-    mf_status st = run(&o, &ctx);
+    mf_arena garena;
+    mf_ctx gctx;
+    if (o.cuda && mf_cli_gpu_context(o.gpu_arena_gib, &o.policy, &garena, &gctx) != MF_OK) {
+        mf_ctx_destroy(&ctx);
+        mf_arena_destroy(&arena);
+        return mf_report_error("train-step");
+    }
+    mf_status st = run(&o, &ctx, o.cuda ? &gctx : NULL);
+    if (o.cuda) {
+        mf_ctx_destroy(&gctx);
+        mf_arena_destroy(&garena);
+    }
     mf_ctx_destroy(&ctx);
     mf_arena_destroy(&arena);
     if (st != MF_OK) return mf_report_error("train-step");

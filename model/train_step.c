@@ -57,6 +57,44 @@ static mf_status zeros(trainer *s, mf_tensor *t, int ndim, const int64_t *shape,
     return mf_arena_zeros(s->ctx->arena, t, s->dt, ndim, shape, lab);
 }
 
+/* ---- the trunk's side (train_step.h, trunk_ctx): the same arena without a trunk context ---- */
+
+static bool split(const trainer *s)
+{
+    return s->tctx != s->ctx;
+}
+
+static mf_status talloc(trainer *s, mf_tensor *t, int ndim, const int64_t *shape, const char *lab)
+{
+    return mf_arena_tensor(s->tctx->arena, t, s->dt, ndim, shape, lab);
+}
+
+static mf_status tzeros(trainer *s, mf_tensor *t, int ndim, const int64_t *shape, const char *lab)
+{
+    return mf_arena_zeros(s->tctx->arena, t, s->dt, ndim, shape, lab);
+}
+
+/* Host tensor src on the trunk: src itself on a single context, else a copy in the trunk's
+ * arena. out may be src. */
+static mf_status up(trainer *s, const mf_tensor *src, mf_tensor *out, const char *lab)
+{
+    const mf_tensor h = *src;
+    *out = h;
+    if (!split(s)) return MF_OK;
+    MF_TRY(mf_arena_tensor(s->tctx->arena, out, h.dtype, h.ndim, h.shape, lab));
+    return mf_tensor_transfer(out, &h, lab);
+}
+
+/* Trunk tensor src on the host: src itself on a single context, else a copy in ctx's arena. */
+static mf_status down(trainer *s, const mf_tensor *src, mf_tensor *out, const char *lab)
+{
+    const mf_tensor t = *src;
+    *out = t;
+    if (!split(s)) return MF_OK;
+    MF_TRY(mf_arena_tensor(s->ctx->arena, out, t.dtype, t.ndim, t.shape, lab));
+    return mf_tensor_transfer(out, &t, lab);
+}
+
 /* Feature `name` of the trained slice, stored as `stored` with the given shape (-1: any). With
  * convert, a float feature is handed over in the run's dtype (an arena copy when it differs). */
 static mf_status feature(trainer *s, const char *name, mf_dtype stored, bool convert, int ndim,
@@ -170,10 +208,10 @@ static mf_status stack_saved(trainer *s, mf_evo_stack_saved *st, int64_t num_blo
  * input embedding with the recycled first-row update added to row 0. */
 static mf_status forward_embedders(trainer *s)
 {
-    mf_ctx *ctx = s->ctx;
-    const mf_alphafold_model *m = s->m;
+    mf_ctx *ctx = s->tctx;
+    const mf_alphafold_model *m = s->tm;
     const int64_t N = s->N, S = s->S, Cm = m->input_dims.c_m, Cz = m->input_dims.c_z;
-    mf_arena *A = ctx->arena;
+    mf_arena *A = s->ctx->arena;
     MF_TRY(mf_arena_tensor(A, &s->relpos_bins, MF_I32, 2, (const int64_t[]){N, N},
                            "train.relpos_bins"));
     MF_TRY(mf_relpos_bins(&s->relpos_bins, &s->residue_index, m->input_dims.max_relative_feature));
@@ -195,12 +233,22 @@ static mf_status forward_embedders(trainer *s)
     MF_TRY(mf_arena_tensor(A, &s->rec_bins, MF_I32, 2, (const int64_t[]){N, N},
                            "train.recycling_bins"));
     MF_TRY(mf_recycling_dgram_bins(&s->rec_bins, &pb, &m->recycling_dims));
-    MF_TRY(alloc(s, &s->m1u, 2, (const int64_t[]){N, Cm}, "train.m1_update"));
-    MF_TRY(alloc(s, &s->z0, 3, (const int64_t[]){N, N, Cz}, "train.pair_embedded"));
+    /* the trunk's copies (none on a single context): its inputs, kept for its backward */
+    MF_TRY(up(s, &s->relpos_bins, &s->relpos_bins, "train.relpos_bins"));
+    MF_TRY(up(s, &s->pair_mask, &s->pair_mask, "train.pair_mask"));
+    MF_TRY(up(s, &s->rec_bins, &s->rec_bins, "train.recycling_bins"));
+    MF_TRY(up(s, &s->prev->m1_prev, &s->tprev.m1_prev, "train.recycled"));
+    MF_TRY(up(s, &s->prev->z_prev, &s->tprev.z_prev, "train.recycled"));
+    MF_TRY(up(s, &s->target_feat, &s->target_feat, "train.features"));
+    MF_TRY(up(s, &s->msa_feat, &s->msa_feat, "train.features"));
+    if (s->E > 0) MF_TRY(up(s, &s->extra_msa_mask, &s->extra_msa_mask, "train.features"));
+    if (s->T > 0) MF_TRY(up(s, &s->t_mask, &s->t_mask, "train.features"));
+    MF_TRY(talloc(s, &s->m1u, 2, (const int64_t[]){N, Cm}, "train.m1_update"));
+    MF_TRY(talloc(s, &s->z0, 3, (const int64_t[]){N, N, Cz}, "train.pair_embedded"));
     MF_TRY(mf_recycling_embedder_forward(ctx, &s->m1u, &s->z0, false, &s->rec_saved,
-                                         &s->prev->m1_prev, &s->prev->z_prev, &s->rec_bins,
+                                         &s->tprev.m1_prev, &s->tprev.z_prev, &s->rec_bins,
                                          &m->recycling, &m->recycling_dims));
-    MF_TRY(alloc(s, &s->msa, 3, (const int64_t[]){S + s->Tr, N, Cm}, "train.msa"));
+    MF_TRY(talloc(s, &s->msa, 3, (const int64_t[]){S + s->Tr, N, Cm}, "train.msa"));
     mf_tensor msa_s = mf_tensor_slice0(&s->msa, 0, S);
     MF_TRY(mf_fill(ctx, &msa_s, 0.0f));
     MF_TRY(mf_input_embedder_forward(ctx, &msa_s, &s->z0, true, &s->in_saved, &s->target_feat,
@@ -210,12 +258,12 @@ static mf_status forward_embedders(trainer *s)
     /* the Evoformer's MSA mask: the clusters' mask, then the template rows' psi mask */
     MF_TRY(alloc(s, &s->msa_mask, 2, (const int64_t[]){S + s->Tr, N}, "train.msa_mask"));
     mf_tensor head = mf_tensor_slice0(&s->msa_mask, 0, S);
-    MF_TRY(mf_convert(ctx, &head, &s->msa_mask_in));
+    MF_TRY(mf_convert(s->ctx, &head, &s->msa_mask_in));
     if (s->Tr > 0) {
         mf_tensor tail = mf_tensor_slice0(&s->msa_mask, S, s->Tr);
         MF_TRY(mf_template_row_mask(&tail, &s->t_torsion_mask));
     }
-    return MF_OK;
+    return up(s, &s->msa_mask, &s->msa_mask, "train.msa_mask");
 }
 
 /* One template's 88-channel pair feature, rows [i0, i0 + rows), into feat [rows, N, 88]. */
@@ -227,43 +275,62 @@ static mf_status template_feature(trainer *s, int64_t t, int64_t i0, mf_tensor *
     return mf_template_pair_feat(feat, i0, &pb, &pbm, &aa, &pos, &am, &s->m->template_pair_dims);
 }
 
+/* Template t's pair embedding a slice of cr rows at a time (the 88-channel feature is never
+ * [N, N, 88] at once; on a trunk context each slice is built on the host and sent up): the
+ * forward into tt [N, N, c_t] (dtt NULL), or the embedder's backward from dtt (tt NULL). */
+static mf_status template_embedding(trainer *s, int64_t t, int64_t cr, mf_tensor *tt,
+                                    const mf_tensor *dtt)
+{
+    const mf_alphafold_model *m = s->tm;
+    const int64_t N = s->N, F = m->template_pair_dims.pair_feat_dim;
+    mf_arena_mark_t fm = mf_arena_mark(s->ctx->arena), tm = mf_arena_mark(s->tctx->arena);
+    mf_tensor feat;
+    mf_status st = alloc(s, &feat, 3, (const int64_t[]){cr, N, F}, "train.template_feat");
+    for (int64_t i0 = 0; st == MF_OK && i0 < N; i0 += cr) {
+        const int64_t c = N - i0 < cr ? N - i0 : cr;
+        mf_tensor fs = mf_tensor_slice0(&feat, 0, c), tfs;
+        mf_arena_mark_t um = mf_arena_mark(s->tctx->arena);
+        st = template_feature(s, t, i0, &fs);
+        if (st == MF_OK) st = up(s, &fs, &tfs, "train.template_feat");
+        if (st == MF_OK && tt) {
+            mf_tensor ys = mf_tensor_slice0(tt, i0, c);
+            st = mf_template_pair_embedder_forward(s->tctx, &ys, false, NULL, &tfs,
+                                                   &m->template_pair, &m->template_pair_dims);
+        } else if (st == MF_OK) {
+            mf_tensor ds = mf_tensor_slice0(dtt, i0, c);
+            st =
+                mf_template_pair_embedder_backward(s->tctx, NULL, &s->tg->template_pair, &ds, NULL,
+                                                   &tfs, &m->template_pair, &m->template_pair_dims);
+        }
+        if (split(s)) mf_arena_release(s->tctx->arena, um);
+    }
+    mf_arena_release(s->tctx->arena, tm);
+    mf_arena_release(s->ctx->arena, fm);
+    return st;
+}
+
 /* Alg. 2 lines 7-13 (AF2 TemplateEmbedding and the torsion-angle rows); z1 = z0 + the pointwise
  * attention's update (z1 = z0 itself without templates). */
 static mf_status forward_templates(trainer *s)
 {
-    mf_ctx *ctx = s->ctx;
-    const mf_alphafold_model *m = s->m;
+    mf_ctx *ctx = s->tctx;
+    const mf_alphafold_model *m = s->tm;
     const int64_t N = s->N, S = s->S, T = s->T;
     if (T == 0) {
         s->z1 = s->z0;
         return MF_OK;
     }
-    const int64_t Ct = m->template_pair_dims.c_t, F = m->template_pair_dims.pair_feat_dim;
-    MF_TRY(alloc(s, &s->t_stack, 4, (const int64_t[]){T, N, N, Ct}, "train.template_pair"));
-    MF_TRY(alloc(s, &s->t_ln, 4, (const int64_t[]){T, N, N, Ct}, "train.template_pair_norm"));
-    MF_TRY(alloc(s, &s->t_ln_mean, 1, (const int64_t[]){T * N * N}, "train.template_ln_stats"));
-    MF_TRY(alloc(s, &s->t_ln_rstd, 1, (const int64_t[]){T * N * N}, "train.template_ln_stats"));
-    MF_TRY(mf_arena_alloc(ctx->arena, sizeof(mf_evo_stack_saved) * (size_t)T, "train.stack_saved",
-                          (void **)&s->t_saved));
+    const int64_t Ct = m->template_pair_dims.c_t;
+    MF_TRY(talloc(s, &s->t_stack, 4, (const int64_t[]){T, N, N, Ct}, "train.template_pair"));
+    MF_TRY(talloc(s, &s->t_ln, 4, (const int64_t[]){T, N, N, Ct}, "train.template_pair_norm"));
+    MF_TRY(talloc(s, &s->t_ln_mean, 1, (const int64_t[]){T * N * N}, "train.template_ln_stats"));
+    MF_TRY(talloc(s, &s->t_ln_rstd, 1, (const int64_t[]){T * N * N}, "train.template_ln_stats"));
+    MF_TRY(mf_arena_alloc(s->ctx->arena, sizeof(mf_evo_stack_saved) * (size_t)T,
+                          "train.stack_saved", (void **)&s->t_saved));
     const int64_t cr = slice_rows(ctx, N);
     for (int64_t t = 0; t < T; t++) {
         mf_tensor tt = row(&s->t_stack, t);
-        {
-            /* the 88-channel feature a slice of rows at a time: never [N, N, 88] at once */
-            mf_arena_mark_t fm = mf_arena_mark(ctx->arena);
-            mf_tensor feat;
-            mf_status st = alloc(s, &feat, 3, (const int64_t[]){cr, N, F}, "train.template_feat");
-            for (int64_t i0 = 0; st == MF_OK && i0 < N; i0 += cr) {
-                const int64_t c = N - i0 < cr ? N - i0 : cr;
-                mf_tensor fs = mf_tensor_slice0(&feat, 0, c), ys = mf_tensor_slice0(&tt, i0, c);
-                st = template_feature(s, t, i0, &fs);
-                if (st == MF_OK)
-                    st = mf_template_pair_embedder_forward(
-                        ctx, &ys, false, NULL, &fs, &m->template_pair, &m->template_pair_dims);
-            }
-            mf_arena_release(ctx->arena, fm);
-            MF_TRY(st);
-        }
+        MF_TRY(template_embedding(s, t, cr, &tt, NULL));
         MF_TRY(stack_saved(s, &s->t_saved[t], m->template_stack_blocks));
         if (m->template_stack_blocks > 0) {
             mf_dropout_key key = stack_key(s, MF_DROPOUT_STACK_TEMPLATE_PAIR);
@@ -279,7 +346,7 @@ static mf_status forward_templates(trainer *s)
                                      &m->template_output_ln_offset, MF_TEMPLATE_OUTPUT_LN_EPS));
     }
     /* Alg. 17; z1 = z0 + update (z0 stays: the attention's queries, read by its backward) */
-    MF_TRY(alloc(s, &s->z1, 3, s->z0.shape, "train.pair_templates"));
+    MF_TRY(talloc(s, &s->z1, 3, s->z0.shape, "train.pair_templates"));
     MF_TRY(mf_template_pointwise_attention_forward(ctx, &s->z1, false, &s->tpa_saved, &s->z0,
                                                    &s->t_ln, &s->t_mask, &m->template_pointwise,
                                                    &m->template_pointwise_dims));
@@ -292,13 +359,15 @@ static mf_status forward_templates(trainer *s)
                      "train.template_angle_feat"));
         MF_TRY(mf_template_angle_feat(&s->angle_feat, &s->t_aatype, &s->t_sin_cos,
                                       &s->t_alt_sin_cos, &s->t_torsion_mask));
+        MF_TRY(up(s, &s->angle_feat, &s->angle_feat, "train.template_angle_feat"));
         MF_TRY(mf_template_single_embedder_forward(ctx, &rows, false, &s->ts_saved, &s->angle_feat,
                                                    &m->template_single, &m->template_single_dims));
     }
     return MF_OK;
 }
 
-/* The 25-channel extra-MSA feature [E_run, N, 25] (zeros for the padding row when E = 0). */
+/* The 25-channel extra-MSA feature [E_run, N, 25] (zeros for the padding row when E = 0), built
+ * on the host, on the trunk (a copy when the trunk is elsewhere). */
 static mf_status extra_feature(trainer *s, mf_tensor *feat)
 {
     MF_TRY(zeros(s, feat, 3,
@@ -307,29 +376,30 @@ static mf_status extra_feature(trainer *s, mf_tensor *feat)
     if (s->E > 0)
         MF_TRY(mf_extra_msa_feat(feat, &s->extra_msa, &s->extra_has_deletion,
                                  &s->extra_deletion_value));
-    return MF_OK;
+    return up(s, feat, feat, "train.extra_msa_feat");
 }
 
 /* Alg. 2 lines 14-16: the extra MSA embedded and run through its stack, which updates z1. */
 static mf_status forward_extra_msa(trainer *s)
 {
-    mf_ctx *ctx = s->ctx;
-    const mf_alphafold_model *m = s->m;
+    mf_ctx *ctx = s->tctx;
+    const mf_alphafold_model *m = s->tm;
     const int64_t N = s->N, E = s->E_run;
-    MF_TRY(alloc(s, &s->a, 3, (const int64_t[]){E, N, m->extra_msa_dims.c_e}, "train.extra_msa"));
+    MF_TRY(talloc(s, &s->a, 3, (const int64_t[]){E, N, m->extra_msa_dims.c_e}, "train.extra_msa"));
     if (s->E > 0)
         s->extra_mask = s->extra_msa_mask;
     else
-        MF_TRY(zeros(s, &s->extra_mask, 2, (const int64_t[]){E, N}, "train.extra_msa_mask"));
+        MF_TRY(tzeros(s, &s->extra_mask, 2, (const int64_t[]){E, N}, "train.extra_msa_mask"));
     {
         /* the feature is rebuilt for the backward rather than kept: [E, N, 25] is large */
-        mf_arena_mark_t fm = mf_arena_mark(ctx->arena);
+        mf_arena_mark_t fm = mf_arena_mark(s->ctx->arena), tm = mf_arena_mark(ctx->arena);
         mf_tensor feat;
         mf_status st = extra_feature(s, &feat);
         if (st == MF_OK)
             st = mf_extra_msa_embedder_forward(ctx, &s->a, false, NULL, &feat, &m->extra_msa,
                                                &m->extra_msa_dims);
-        mf_arena_release(ctx->arena, fm);
+        mf_arena_release(ctx->arena, tm);
+        mf_arena_release(s->ctx->arena, fm);
         MF_TRY(st);
     }
     MF_TRY(stack_saved(s, &s->extra_saved, m->extra_stack_blocks));
@@ -348,10 +418,10 @@ static mf_status forward_extra_msa(trainer *s)
  * place. */
 static mf_status forward_evoformer(trainer *s)
 {
-    mf_ctx *ctx = s->ctx;
-    const mf_alphafold_model *m = s->m;
+    mf_ctx *ctx = s->tctx;
+    const mf_alphafold_model *m = s->tm;
     if (ctx->policy.recompute == MF_RECOMPUTE_OFF && m->extra_stack_blocks > 0) {
-        MF_TRY(alloc(s, &s->z2, 3, s->z1.shape, "train.pair_evoformer"));
+        MF_TRY(talloc(s, &s->z2, 3, s->z1.shape, "train.pair_evoformer"));
         MF_TRY(mf_convert(ctx, &s->z2, &s->z1));
     } else {
         s->z2 = s->z1;
@@ -363,10 +433,16 @@ static mf_status forward_evoformer(trainer *s)
                                           &s->pair_mask, &m->evoformer, &m->evoformer_dims,
                                           m->evoformer_blocks, &key));
     }
-    MF_TRY(alloc(s, &s->single, 2, (const int64_t[]){s->N, m->cfg.channels.c_s}, "train.single"));
+    MF_TRY(talloc(s, &s->single, 2, (const int64_t[]){s->N, m->cfg.channels.c_s}, "train.single"));
     mf_tensor row0 = row(&s->msa, 0);
-    return mf_linear_forward(ctx, &s->single, &row0, &m->single_activations_weights,
-                             &m->single_activations_bias, false);
+    MF_TRY(mf_linear_forward(ctx, &s->single, &row0, &m->single_activations_weights,
+                             &m->single_activations_bias, false));
+    /* what the output modules read, on the host: the pair, the single, the MSA's first S rows */
+    mf_tensor msa_s = mf_tensor_slice0(&s->msa, 0, s->S);
+    MF_TRY(down(s, &s->z2, &s->hz2, "train.pair_host"));
+    MF_TRY(down(s, &s->single, &s->hsingle, "train.single_host"));
+    MF_TRY(down(s, &msa_s, &s->hmsa, "train.msa_host"));
+    return MF_OK;
 }
 
 static mf_status forward_structure_module(trainer *s)
@@ -387,12 +463,12 @@ static mf_status forward_structure_module(trainer *s)
     const mf_structure_module_dropout_key key = {
         .training = s->opt->dropout, .seed = s->opt->dropout_seed, .recycle = s->recycle};
     if (s->opt->frozen_quat)
-        return mf_structure_module_forward_frozen(s->ctx, o, s->opt->frozen_quat, &s->single,
-                                                  &s->z2, &s->aatype, &s->seq_mask, &m->sm,
+        return mf_structure_module_forward_frozen(s->ctx, o, s->opt->frozen_quat, &s->hsingle,
+                                                  &s->hz2, &s->aatype, &s->seq_mask, &m->sm,
                                                   &m->sm_dims, &key);
     MF_TRY(mf_arena_alloc(s->ctx->arena, sizeof *s->sm_saved, lab, (void **)&s->sm_saved));
     memset(s->sm_saved, 0, sizeof *s->sm_saved);
-    return mf_structure_module_forward(s->ctx, o, s->sm_saved, &s->single, &s->z2, &s->aatype,
+    return mf_structure_module_forward(s->ctx, o, s->sm_saved, &s->hsingle, &s->hz2, &s->aatype,
                                        &s->seq_mask, &m->sm, &m->sm_dims, &key);
 }
 
@@ -408,19 +484,18 @@ static mf_status forward_heads(trainer *s)
     MF_TRY(alloc(s, &s->er_logits, 2, (const int64_t[]){N, hd->experimentally_resolved_num_output},
                  lab));
     MF_TRY(alloc(s, &s->lddt_logits, 2, (const int64_t[]){N, hd->plddt_num_bins}, lab));
-    mf_tensor msa_s = mf_tensor_slice0(&s->msa, 0, S);
-    MF_TRY(mf_distogram_head_forward(ctx, &s->dist_logits, false, &s->dist_saved, &s->z2,
+    MF_TRY(mf_distogram_head_forward(ctx, &s->dist_logits, false, &s->dist_saved, &s->hz2,
                                      &m->distogram, hd));
-    MF_TRY(mf_masked_msa_head_forward(ctx, &s->msa_logits, false, &s->msa_head_saved, &msa_s,
+    MF_TRY(mf_masked_msa_head_forward(ctx, &s->msa_logits, false, &s->msa_head_saved, &s->hmsa,
                                       &m->masked_msa, hd));
     MF_TRY(mf_experimentally_resolved_head_forward(ctx, &s->er_logits, false, &s->er_saved,
-                                                   &s->single, &m->experimentally_resolved, hd));
+                                                   &s->hsingle, &m->experimentally_resolved, hd));
     MF_TRY(mf_predicted_lddt_head_forward(ctx, &s->lddt_logits, false, &s->lddt_saved, &s->so.act,
                                           &m->predicted_lddt, hd));
     if (m->pae_head) {
         MF_TRY(alloc(s, &s->pae_logits, 3, (const int64_t[]){N, N, hd->pae_num_bins}, lab));
         MF_TRY(mf_predicted_aligned_error_head_forward(ctx, &s->pae_logits, false, &s->pae_saved,
-                                                       &s->z2, &m->predicted_aligned_error, hd));
+                                                       &s->hz2, &m->predicted_aligned_error, hd));
     }
     s->lo = (mf_loss_outputs){
         .distogram_logits = s->dist_logits,
@@ -477,21 +552,21 @@ static mf_status backward_output_modules(trainer *s, const mf_loss_outputs *gl, 
     mf_alphafold_model *g = s->g;
     const mf_heads_dims *hd = &m->heads_dims;
     mf_tensor dsingle, dact;
-    MF_TRY(zeros_like(s, &dsingle, &s->single, "train.grad_single"));
+    MF_TRY(zeros_like(s, &dsingle, &s->hsingle, "train.grad_single"));
     MF_TRY(zeros_like(s, &dact, &s->so.act, "train.grad_single"));
-    mf_tensor dmsa_s = mf_tensor_slice0(dmsa, 0, s->S), msa_s = mf_tensor_slice0(&s->msa, 0, s->S);
+    mf_tensor dmsa_s = mf_tensor_slice0(dmsa, 0, s->S);
     MF_TRY(mf_predicted_lddt_head_backward(ctx, &dact, &g->predicted_lddt, &gl->lddt_logits,
                                            &s->lddt_saved, &s->so.act, &m->predicted_lddt, hd));
     MF_TRY(mf_experimentally_resolved_head_backward(
         ctx, &dsingle, &g->experimentally_resolved, &gl->experimentally_resolved_logits,
-        &s->er_saved, &s->single, &m->experimentally_resolved, hd));
+        &s->er_saved, &s->hsingle, &m->experimentally_resolved, hd));
     MF_TRY(mf_masked_msa_head_backward(ctx, &dmsa_s, &g->masked_msa, &gl->masked_msa_logits,
-                                       &s->msa_head_saved, &msa_s, &m->masked_msa, hd));
+                                       &s->msa_head_saved, &s->hmsa, &m->masked_msa, hd));
     MF_TRY(mf_distogram_head_backward(ctx, dz, &g->distogram, &gl->distogram_logits, &s->dist_saved,
-                                      &s->z2, &m->distogram, hd));
+                                      &s->hz2, &m->distogram, hd));
     if (m->pae_head)
         MF_TRY(mf_predicted_aligned_error_head_backward(ctx, dz, &g->predicted_aligned_error,
-                                                        &gl->pae_logits, &s->pae_saved, &s->z2,
+                                                        &gl->pae_logits, &s->pae_saved, &s->hz2,
                                                         &m->predicted_aligned_error, hd));
     const mf_structure_module_outputs dout = {
         .frames = gl->frames,
@@ -502,9 +577,9 @@ static mf_status backward_output_modules(trainer *s, const mf_loss_outputs *gl, 
         .unnormalized_angles = gl->unnormalized_angles,
         .act = dact,
     };
-    MF_TRY(mf_structure_module_backward(ctx, &dsingle, dz, &g->sm, &dout, s->sm_saved, &s->single,
-                                        &s->z2, &s->aatype, &s->seq_mask, &m->sm, &m->sm_dims));
-    mf_tensor row0 = row(&s->msa, 0), drow0 = row(dmsa, 0);
+    MF_TRY(mf_structure_module_backward(ctx, &dsingle, dz, &g->sm, &dout, s->sm_saved, &s->hsingle,
+                                        &s->hz2, &s->aatype, &s->seq_mask, &m->sm, &m->sm_dims));
+    mf_tensor row0 = row(&s->hmsa, 0), drow0 = row(dmsa, 0);
     /* the Evoformer ran in place: row 0 of s->msa is its output, the projection's input */
     return mf_linear_backward(ctx, &drow0, &g->single_activations_weights,
                               &g->single_activations_bias, &dsingle, &row0,
@@ -515,13 +590,13 @@ static mf_status backward_output_modules(trainer *s, const mf_loss_outputs *gl, 
  * pointwise attention's gradient dt [T, N, N, c_t]. */
 static mf_status backward_template_stacks(trainer *s, const mf_tensor *dt_ln)
 {
-    mf_ctx *ctx = s->ctx;
-    const mf_alphafold_model *m = s->m;
-    mf_alphafold_model *g = s->g;
-    const int64_t N = s->N, T = s->T, F = m->template_pair_dims.pair_feat_dim;
+    mf_ctx *ctx = s->tctx;
+    const mf_alphafold_model *m = s->tm;
+    mf_alphafold_model *g = s->tg;
+    const int64_t N = s->N, T = s->T;
     mf_tensor dtt;
-    MF_TRY(alloc(s, &dtt, 3, (const int64_t[]){N, N, m->template_pair_dims.c_t},
-                 "train.grad_template_pair"));
+    MF_TRY(talloc(s, &dtt, 3, (const int64_t[]){N, N, m->template_pair_dims.c_t},
+                  "train.grad_template_pair"));
     const int64_t cr = slice_rows(ctx, N);
     for (int64_t t = T - 1; t >= 0; t--) {
         MF_TRY(mf_fill(ctx, &dtt, 0.0f));
@@ -535,35 +610,25 @@ static mf_status backward_template_stacks(trainer *s, const mf_tensor *dt_ln)
             MF_TRY(mf_template_pair_stack_backward(ctx, &dtt, &g->template_stack, &s->t_saved[t],
                                                    &s->pair_mask, &m->template_stack,
                                                    &m->template_stack_dims));
-        mf_arena_mark_t fm = mf_arena_mark(ctx->arena);
-        mf_tensor feat;
-        mf_status st = alloc(s, &feat, 3, (const int64_t[]){cr, N, F}, "train.template_feat");
-        for (int64_t i0 = 0; st == MF_OK && i0 < N; i0 += cr) {
-            const int64_t c = N - i0 < cr ? N - i0 : cr;
-            mf_tensor fs = mf_tensor_slice0(&feat, 0, c), ds = mf_tensor_slice0(&dtt, i0, c);
-            st = template_feature(s, t, i0, &fs);
-            if (st == MF_OK)
-                st =
-                    mf_template_pair_embedder_backward(ctx, NULL, &g->template_pair, &ds, NULL, &fs,
-                                                       &m->template_pair, &m->template_pair_dims);
-        }
-        mf_arena_release(ctx->arena, fm);
-        MF_TRY(st);
+        MF_TRY(template_embedding(s, t, cr, NULL, &dtt));
     }
     return MF_OK;
 }
 
 static mf_status backward(trainer *s)
 {
-    mf_ctx *ctx = s->ctx;
-    const mf_alphafold_model *m = s->m;
-    mf_alphafold_model *g = s->g;
+    mf_ctx *ctx = s->tctx;
+    const mf_alphafold_model *m = s->tm;
+    mf_alphafold_model *g = s->tg;
     mf_loss_outputs gl;
     mf_tensor dmsa, dz;
     MF_TRY(backward_loss(s, &gl));
     MF_TRY(zeros_like(s, &dmsa, &s->msa, "train.grad_msa"));
     MF_TRY(zeros_like(s, &dz, &s->z2, "train.grad_pair"));
     MF_TRY(backward_output_modules(s, &gl, &dmsa, &dz));
+    /* d loss / d (the Evoformer's outputs) up to the trunk */
+    MF_TRY(up(s, &dmsa, &dmsa, "train.grad_msa"));
+    MF_TRY(up(s, &dz, &dz, "train.grad_pair"));
     if (m->evoformer_blocks > 0)
         MF_TRY(mf_evoformer_stack_backward(ctx, &dmsa, &dz, &g->evoformer, &s->evo_saved,
                                            &s->msa_mask, &s->pair_mask, &m->evoformer,
@@ -577,27 +642,28 @@ static mf_status backward(trainer *s)
     }
     {
         mf_tensor da;
-        MF_TRY(zeros_like(s, &da, &s->a, "train.grad_extra_msa"));
+        MF_TRY(tzeros(s, &da, s->a.ndim, s->a.shape, "train.grad_extra_msa"));
         if (m->extra_stack_blocks > 0)
             MF_TRY(mf_extra_msa_stack_backward(ctx, &da, &dz, &g->extra_stack, &s->extra_saved,
                                                &s->extra_mask, &s->pair_mask, &m->extra_stack,
                                                &m->extra_stack_dims));
-        mf_arena_mark_t fm = mf_arena_mark(ctx->arena);
+        mf_arena_mark_t fm = mf_arena_mark(s->ctx->arena), tm = mf_arena_mark(ctx->arena);
         mf_tensor feat;
         mf_status st = extra_feature(s, &feat);
         if (st == MF_OK)
             st = mf_extra_msa_embedder_backward(ctx, NULL, &g->extra_msa, &da, NULL, &feat,
                                                 &m->extra_msa, &m->extra_msa_dims);
-        mf_arena_release(ctx->arena, fm);
+        mf_arena_release(ctx->arena, tm);
+        mf_arena_release(s->ctx->arena, fm);
         MF_TRY(st);
     }
     /* dz: d loss / d z1; through z1 = z0 + pointwise attention(z0, templates) */
     mf_tensor dz0 = dz;
     if (s->T > 0) {
         mf_tensor dt_ln;
-        MF_TRY(alloc(s, &dz0, 3, dz.shape, "train.grad_pair_embedded"));
+        MF_TRY(talloc(s, &dz0, 3, dz.shape, "train.grad_pair_embedded"));
         MF_TRY(mf_convert(ctx, &dz0, &dz));
-        MF_TRY(zeros_like(s, &dt_ln, &s->t_ln, "train.grad_template_pair_norm"));
+        MF_TRY(tzeros(s, &dt_ln, s->t_ln.ndim, s->t_ln.shape, "train.grad_template_pair_norm"));
         MF_TRY(mf_template_pointwise_attention_backward(
             ctx, &dz0, &dt_ln, &g->template_pointwise, &dz, &s->tpa_saved, &s->z0, &s->t_ln,
             &s->t_mask, &m->template_pointwise, &m->template_pointwise_dims));
@@ -609,7 +675,7 @@ static mf_status backward(trainer *s)
                                       &m->input_dims));
     /* the recycled inputs are constants (AF2's stop_gradient): parameter gradients only */
     return mf_recycling_embedder_backward(ctx, NULL, NULL, &g->recycling, &drow0, &dz0,
-                                          &s->rec_saved, &s->prev->m1_prev, &s->prev->z_prev,
+                                          &s->rec_saved, &s->tprev.m1_prev, &s->tprev.z_prev,
                                           &s->rec_bins, &m->recycling, &m->recycling_dims);
 }
 
@@ -676,6 +742,8 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
     const mf_train_step_options defaults = mf_train_step_default_options();
     trainer *s = NULL;
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
+    mf_arena_mark_t tmark =
+        mf_arena_mark(opt && opt->trunk_ctx ? opt->trunk_ctx->arena : ctx->arena);
     mf_status st = MF_OK;
     MF_TRY_GOTO(mf_arena_alloc(ctx->arena, sizeof *s, "train.state", (void **)&s));
     memset(s, 0, sizeof *s);
@@ -688,6 +756,15 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
     s->dt = m->single_activations_weights.dtype;
     s->slice = slice;
     s->recycle = (uint32_t)recycle_index;
+    s->tctx = s->opt->trunk_ctx ? s->opt->trunk_ctx : ctx;
+    s->tm = s->opt->trunk_ctx ? s->opt->trunk_model : m;
+    s->tg = s->opt->trunk_ctx ? s->opt->trunk_grads : g;
+    s->tprev = *prev;
+    if (split(s) && (!s->tm || !s->tctx->arena || (g && !s->tg) || s->dt != MF_F32)) {
+        st = MF_ERROR(MF_ERR_INVALID, "train step: a trunk context needs its trunk model, trunk "
+                                      "gradients (when g is given) and f32 parameters");
+        goto cleanup;
+    }
     if (s->dt != MF_F32 && s->dt != MF_F64) {
         st = MF_ERROR(MF_ERR_INVALID, "train step: parameters are %s (f32 or f64)",
                       mf_dtype_name(s->dt));
@@ -741,21 +818,25 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
         }
     }
     if (g) MF_TRY_GOTO(backward(s));
+    MF_TRY_GOTO(mf_ctx_synchronize(s->tctx));
     res->stage_seconds[MF_TRAIN_STAGE_BACKWARD] += now_seconds() - t0;
 cleanup:
+    if (opt && opt->trunk_ctx) mf_arena_release(opt->trunk_ctx->arena, tmark);
     mf_arena_release(ctx->arena, mark);
     return st;
 }
 
-mf_status mf_train_recycled_state(mf_ctx *ctx, const mf_alphafold_model *m,
-                                  const mf_processed_features *f, int64_t iterations,
-                                  mf_recycled_state *out)
+static mf_status recycled_state(mf_ctx *ctx, const mf_alphafold_model *m,
+                                const mf_processed_features *f, int64_t iterations,
+                                const mf_train_step_options *topt, mf_recycled_state *out)
 {
     MF_REQUIRE(ctx && ctx->arena && m && f && out && iterations >= 0,
                "train recycled state: arguments");
     memset(out, 0, sizeof *out);
     if (iterations > 0) {
-        const mf_alphafold_options opt = {.num_iterations = iterations};
+        const mf_alphafold_options opt = {.num_iterations = iterations,
+                                          .trunk_ctx = topt ? topt->trunk_ctx : NULL,
+                                          .trunk_model = topt ? topt->trunk_model : NULL};
         mf_alphafold_outputs o;
         MF_TRY(mf_alphafold_inference(ctx, m, f, &opt, &o));
         out->m1_prev = o.msa_first_row;
@@ -775,6 +856,43 @@ mf_status mf_train_recycled_state(mf_ctx *ctx, const mf_alphafold_model *m,
     return mf_arena_zeros(ctx->arena, &out->x_prev, MF_F32, 3, (const int64_t[]){N, 37, 3}, lab);
 }
 
+mf_status mf_train_recycled_state(mf_ctx *ctx, const mf_alphafold_model *m,
+                                  const mf_processed_features *f, int64_t iterations,
+                                  mf_recycled_state *out)
+{
+    return recycled_state(ctx, m, f, iterations, NULL, out);
+}
+
+mf_status mf_train_merge_trunk_grads(mf_param_store *trunk, mf_param_store *host, mf_arena *scratch)
+{
+    MF_REQUIRE(trunk && host && scratch && scratch->device == MF_DEV_CPU &&
+                   trunk->count == host->count,
+               "merge trunk gradients: arguments (two stores of the same parameters, a host "
+               "arena)");
+    for (int i = 0; i < host->count; i++) {
+        mf_tensor *h = &host->entries[i].tensor, *t = &trunk->entries[i].tensor;
+        MF_REQUIRE(!strcmp(host->entries[i].name, trunk->entries[i].name) && h->dtype == MF_F32 &&
+                       t->dtype == MF_F32 && h->device == MF_DEV_CPU &&
+                       mf_tensor_numel(h) == mf_tensor_numel(t),
+                   "merge trunk gradients: parameter %d is '%s' (host f32) and '%s' on the trunk",
+                   i, host->entries[i].name, trunk->entries[i].name);
+        const int64_t n = mf_tensor_numel(h);
+        mf_arena_mark_t mark = mf_arena_mark(scratch);
+        mf_tensor c;
+        mf_status st = mf_arena_tensor(scratch, &c, MF_F32, t->ndim, t->shape, "train.trunk_grad");
+        if (st == MF_OK) st = mf_tensor_transfer(&c, t, trunk->entries[i].name);
+        if (st == MF_OK) {
+            float *hd = h->data;
+            const float *cd = c.data;
+            for (int64_t k = 0; k < n; k++) hd[k] += cd[k];
+            st = mf_device_memset0(t->device, t->data, (size_t)n * sizeof(float));
+        }
+        mf_arena_release(scratch, mark);
+        MF_TRY(st);
+    }
+    return MF_OK;
+}
+
 mf_status mf_train_step(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphafold_model *g,
                         const mf_processed_features *f, const mf_train_step_options *opt,
                         mf_train_step_result *res, mf_train_step_outputs *outs)
@@ -789,15 +907,20 @@ mf_status mf_train_step(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphafold_m
     res->num_iterations = n;
     const size_t base = mf_arena_used(ctx->arena);
     mf_arena_reset_peak(ctx->arena);
+    mf_arena *ta = opt->trunk_ctx ? opt->trunk_ctx->arena : NULL;
+    MF_REQUIRE(!ta || ta != ctx->arena, "train step: the trunk context needs its own arena");
+    const size_t tbase = ta ? mf_arena_used(ta) : 0;
+    if (ta) mf_arena_reset_peak(ta);
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_status st = MF_OK;
     const double t0 = now_seconds();
     mf_recycled_state prev;
-    MF_TRY_GOTO(mf_train_recycled_state(ctx, m, f, n - 1, &prev));
+    MF_TRY_GOTO(recycled_state(ctx, m, f, n - 1, opt, &prev));
     res->stage_seconds[MF_TRAIN_STAGE_RECYCLE] = now_seconds() - t0;
     MF_TRY_GOTO(mf_train_iteration(ctx, m, g, f, (n - 1) % R, n - 1, &prev, opt, res, outs));
 cleanup:
     res->arena_peak = mf_arena_high_water(ctx->arena) - base;
+    if (ta) res->trunk_arena_peak = mf_arena_high_water(ta) - tbase;
     mf_arena_release(ctx->arena, mark);
     return st;
 }

@@ -61,6 +61,19 @@ typedef struct {
      * mf_train_step_outputs.quat) through mf_structure_module_forward_frozen, which makes AF2's
      * stop-gradient between layers explicit. NULL: the plain forward. */
     const mf_tensor *frozen_quat;
+    /* The trunk on another context (NULL: everything on ctx; f32 only). The embedders, the
+     * template and extra-MSA stacks, the Evoformer and the single projection's forward run on
+     * trunk_ctx (a GPU's) with trunk_model (the network bound to a mirror of the parameters on
+     * that device), with their saved activations in its arena; their backward accumulates into
+     * trunk_grads (bound to gradient tensors on that device; the caller adds them to its host
+     * gradients). The structure module, the heads, the losses and their backward (and the single
+     * projection's backward, into g) run on ctx with the host parameters; the pair, the single and
+     * the MSA's first rows come down after the Evoformer, their gradients go up. The same ops in
+     * the same order: on a second CPU context the loss and g + trunk_grads are bitwise those of
+     * the single-context step. The earlier (recycling) iterations use the trunk as well. */
+    mf_ctx *trunk_ctx;
+    const mf_alphafold_model *trunk_model;
+    mf_alphafold_model *trunk_grads;
 } mf_train_step_options;
 
 mf_train_step_options mf_train_step_default_options(void);
@@ -97,6 +110,7 @@ typedef struct {
     int64_t num_iterations;        /* iterations run, the trained one included */
     double stage_seconds[MF_TRAIN_NUM_STAGES];
     size_t arena_peak; /* arena bytes above the caller's usage at the call (high-water mark) */
+    size_t trunk_arena_peak; /* the same for the trunk context's arena (0 without one) */
 } mf_train_step_result;
 
 /* Runs `iterations` inference iterations (mf_alphafold_inference; 0: AF2's zeros) and returns the
@@ -114,6 +128,13 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
                              const mf_processed_features *f, int64_t slice, int64_t recycle_index,
                              const mf_recycled_state *prev, const mf_train_step_options *opt,
                              mf_train_step_result *res, mf_train_step_outputs *outs);
+
+/* After a step with a trunk context (mf_train_step_options.trunk_grads bound to `trunk`, a store
+ * on the trunk's device with the names and order of `host`, e.g. mf_param_store_mirror of a
+ * zeroed gradient store): host += trunk for every parameter, then trunk is zeroed for the next
+ * step. scratch: a host arena for one parameter's copy at a time (back at its mark after). */
+mf_status mf_train_merge_trunk_grads(mf_param_store *trunk, mf_param_store *host,
+                                     mf_arena *scratch);
 
 /* The whole step: mf_train_recycled_state for iterations 0 .. n-2, then mf_train_iteration on
  * slice (n-1) mod R. outs may be NULL. f32 models only. Restarts the arena's peak accounting

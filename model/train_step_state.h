@@ -15,6 +15,14 @@ typedef struct {
     mf_ctx *ctx;
     const mf_alphafold_model *m;
     mf_alphafold_model *g;
+    /* the trunk (train_step.h, trunk_ctx): ctx, m, g themselves without a trunk context */
+    mf_ctx *tctx;
+    const mf_alphafold_model *tm;
+    mf_alphafold_model *tg;
+    mf_recycled_state tprev; /* m1_prev, z_prev on the trunk (*prev without a trunk context) */
+    /* host views of the trunk's outputs the output modules read (the trunk's own tensors without
+     * a trunk context): the pair z2, the single and the MSA's first S rows */
+    mf_tensor hz2, hsingle, hmsa;
     const mf_processed_features *f;
     const mf_train_step_options *opt;
     const mf_recycled_state *prev;

@@ -32,6 +32,7 @@
 #include "model/train_step.h"
 #include "tests/support/mf_test.h"
 #include "train/optimizer.h"
+#include "tests/train_step_harness.inc"
 
 /* Chunk 5 against unchunked: the earlier iteration's global column attention sums over sequence
  * chunks (its pair differs by ~1e-7 relative, test_model) and the template pair embedder's weight
@@ -52,65 +53,6 @@
 /* f32 against f64 on the tiny model: per-array max-rel of the gradients (f32 sums of a few
  * hundred terms through ~40 modules; measured 3e-5). */
 #define TOL_F32_F64 1e-3
-
-static char g_dir[1024];
-
-/* ---- the reference model --------------------------------------------------------------------- */
-
-typedef struct {
-    mf_param_store store;
-    mf_config cfg;
-    mf_alphafold_model m, g;
-    mf_grad_buffer gb;
-    mf_processed_features f;
-} setup;
-
-static mf_status load_reference(setup *s)
-{
-    char path[1200];
-    mf_param_store_init(&s->store);
-    mf_processed_init(&s->f);
-    memset(&s->gb, 0, sizeof s->gb);
-    snprintf(path, sizeof path, "%s/params_af2.npz", g_dir);
-    MF_TRY(mf_param_store_load(&s->store, path, NULL));
-    MF_TRY(mf_alphafold_config_for_params(&s->store, NULL, 2, &s->cfg));
-    /* the reference step's losses: AF2 fine-tuning weights (testvectors config.json) */
-    mf_config ft;
-    MF_TRY(mf_config_preset("af2-finetune", &ft));
-    s->cfg.loss = ft.loss;
-    MF_TRY(mf_alphafold_bind(&s->m, &s->cfg, &s->store));
-    MF_TRY(mf_grad_buffer_init(&s->gb, &s->store, NULL));
-    MF_TRY(mf_alphafold_bind(&s->g, &s->cfg, &s->gb.views));
-    snprintf(path, sizeof path, "%s/features.h5", g_dir);
-    return mf_processed_read(path, &s->f);
-}
-
-static void free_setup(setup *s)
-{
-    mf_grad_buffer_free(&s->gb);
-    mf_param_store_free(&s->store);
-    mf_processed_free(&s->f);
-}
-
-static mf_status step(mf_ctx *ctx, setup *s, const mf_train_step_options *opt,
-                      mf_train_step_result *res, mf_train_step_outputs *outs)
-{
-    mf_grad_buffer_zero(&s->gb);
-    return mf_train_step(ctx, &s->m, &s->g, &s->f, opt, res, outs);
-}
-
-static void print_check(const mf_train_check_report *r, bool all)
-{
-    for (int i = 0; i < r->count; i++) {
-        const mf_compare_result *c = &r->items[i].result;
-        const bool grad = !strncmp(r->items[i].name, "grads/", 6);
-        if (all || !grad || !c->pass)
-            printf("  %-70s %.3e (tol %.0e) %s\n", r->items[i].name, c->rel, c->tol,
-                   c->pass ? "ok" : "FAIL");
-        MF_TEST_TRUE(c->pass, "%s: %.3e > %.0e%s", r->items[i].name, c->rel, c->tol,
-                     c->nan ? " (NaN)" : "");
-    }
-}
 
 static void test_reference(mf_ctx *ctx, setup *s)
 {
@@ -143,6 +85,29 @@ static void test_reference(mf_ctx *ctx, setup *s)
                  grads);
     mf_train_check_report_free(&rep);
     free(host);
+}
+
+/* The trunk on a second CPU context: transfers, split arenas and the merged gradients, bitwise. */
+static void test_trunk_cpu(mf_ctx *ctx, setup *s)
+{
+    mf_ctx tctx;
+    mf_arena tarena;
+    MF_TEST_OK(mf_test_ctx_cpu(&tctx, &tarena, (size_t)1 << 30));
+    mf_train_step_result base;
+    MF_TEST_OK(step(ctx, s, NULL, &base, NULL));
+    float *grads = malloc(sizeof(float) * (size_t)s->gb.layout.total);
+    memcpy(grads, s->gb.data, sizeof(float) * (size_t)s->gb.layout.total);
+    check_trunk_step(ctx, s, &tctx, &base, grads, 0.0, "a second CPU context");
+    /* a trunk context without its gradients is refused */
+    mf_train_step_options opt = mf_train_step_default_options();
+    opt.trunk_ctx = &tctx;
+    opt.trunk_model = &s->m;
+    mf_train_step_result res;
+    mf_status st = step(ctx, s, &opt, &res, NULL);
+    MF_TEST_TRUE(st == MF_ERR_INVALID && strstr(mf_last_error(), "trunk gradients"),
+                 "trunk context without gradients: %d %s", st, mf_last_error());
+    free(grads);
+    mf_test_ctx_free(&tctx, &tarena);
 }
 
 /* ---- memory policies ---------------------------------------------------------------------------
@@ -761,10 +726,11 @@ int main(void)
         return 1;
     }
     setup *s = calloc(1, sizeof *s);
-    mf_status st = load_reference(s);
+    mf_status st = load_train_reference(s);
     MF_TEST_OK(st);
     if (st == MF_OK) {
         test_reference(&ctx, s);
+        test_trunk_cpu(&ctx, s);
         test_policies(&ctx, s);
         test_accumulate_and_dropout(&ctx, s);
         test_dump_and_errors(&ctx, s);

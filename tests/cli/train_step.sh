@@ -142,6 +142,25 @@ else fail "missing --features: exit $rc"; fi
 rc=$?
 if [ $rc -eq 2 ] && grep -q "frobnicate" "$T/e3.log"; then ok "unknown option: usage error"
 else fail "unknown option: exit $rc"; fi
+# ---- --random-init (no parameter file) and --device cuda ----
+"$BIN" train-step --features "$TV/features.h5" --random-init 3 --config tiny --dump "$T/rand.h5" \
+  > "$T/rand.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "random parameters" "$T/rand.log" &&
+    grep -q "gradient global norm" "$T/rand.log"; then ok "--random-init 3 --config tiny"
+else fail "--random-init: exit $rc: $(tail -2 "$T/rand.log")"; fi
+"$BIN" train-step --features "$TV/features.h5" --random-init 3 > "$T/e4.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && grep -q "needs --config" "$T/e4.log"; then ok "--random-init without --config: usage error"
+else fail "--random-init without --config: exit $rc"; fi
+"$BIN" train-step "${BASE[@]}" --device cuda > "$T/cuda.log" 2>&1
+rc=$?
+if grep -q "trunk on the GPU" "$T/cuda.log"; then
+  # a GPU (tests/cuda/test_cuda_model checks the numbers)
+  if [ $rc -eq 0 ]; then ok "--device cuda ran on a GPU"; else fail "--device cuda on a GPU: exit $rc"; fi
+elif [ $rc -eq 1 ] && grep -Eq "built without CUDA|no usable GPU" "$T/cuda.log"; then
+  ok "--device cuda without a GPU: clear error"
+else fail "--device cuda without a GPU: exit $rc: $(tail -2 "$T/cuda.log")"; fi
 
 if [ $failures -gt 0 ]; then
   echo "$failures failure(s)"
