@@ -28,6 +28,7 @@ static void train_step_usage(FILE *f)
            "                          [--recycles N] [--structure-layers N] [--chunk N|auto]\n"
            "                          [--mem-budget G]\n"
            "                          [--recompute off|block|every:K] [--storage f32|bf16]\n"
+           "                          [--offload on|off]\n"
            "                          [--compute f32|bf16] [--dropout-seed S] [--dump OUT.h5]\n"
            "                          [--check REF.h5] [--verbose] [--arena-gib G]\n"
            "                          [--memory-table]\n"
@@ -49,6 +50,9 @@ static void train_step_usage(FILE *f)
            "                       recycling axis R), slice r mod R of the per-iteration features\n"
            "  --structure-layers N structure-module layers (no parameter records it; AF2: 8)\n"
            "  --chunk, --recompute, --storage, --compute   memory policy (default: none)\n"
+           "  --offload on|off     recomputation checkpoints in host memory: with --device cuda\n"
+           "                       the GPU keeps none of them (on the CPU they are host memory\n"
+           "                       already)\n"
            "  --chunk auto --mem-budget G   per module, the largest chunk that keeps the memory\n"
            "                       model's predicted total within G GiB (memfold memplan);\n"
            "                       prints the choice and the predicted arena peak\n"
@@ -138,7 +142,7 @@ static int parse_args(int argc, char **argv, options *o)
             if (!mf_cli_parse_i64(v, 0, &n)) return usage_error("--chunk: expected N >= 0", v);
             o->policy.chunk_size = n;
         } else if (!strcmp(a, "--recompute") || !strcmp(a, "--storage") ||
-                   !strcmp(a, "--compute")) {
+                   !strcmp(a, "--compute") || !strcmp(a, "--offload")) {
             if (mf_policy_set(&o->policy, a + 2, v) != MF_OK) {
                 fprintf(stderr, "memfold train-step: %s\n", mf_last_error());
                 return 2;
@@ -332,6 +336,8 @@ static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
     ctx->policy = o->policy;
     if (gpu) {
         gpu->policy = o->policy;
+        /* offloaded checkpoints go to the host context's arena */
+        if (o->policy.offload) gpu->host_arena = ctx->arena;
         opt.trunk_ctx = gpu;
         opt.trunk_model = tm;
         opt.trunk_grads = tg;

@@ -15,6 +15,10 @@ struct mf_cuda_state; /* core/cuda: stream, cuBLAS/cuBLASLt handles */
 typedef struct mf_ctx {
     mf_device device;
     mf_arena *arena; /* activations and op workspaces, on `device` */
+    /* Host memory for offloaded checkpoints (policy.offload, memopt/saved.h): another arena than
+     * `arena`, released by the same caller marks. NULL: none (on the CPU offload then keeps the
+     * checkpoints in `arena`, which is host memory already). */
+    mf_arena *host_arena;
     mf_policy policy;
     uint64_t seed; /* for counter-based dropout */
     struct mf_dnnl_state *dnnl;

@@ -241,17 +241,12 @@ mf_status mf_evo_block_forward(mf_ctx *ctx, const mf_evo_block *b, mf_tensor *m_
     if (ctx->policy.recompute == MF_RECOMPUTE_OFF) {
         MF_TRY_GOTO(forward_saving(ctx, b, m_out, z_out, saved, m_in, z_in, key));
     } else {
-        if (ctx->policy.offload && ctx->device != MF_DEV_CPU)
-            return MF_ERROR(MF_ERR_UNSUPPORTED,
-                            "%s: offloaded checkpoints need a host arena in the context (on the "
-                            "CPU the arena is host memory: offload is a no-op there)",
-                            b->name);
-        /* the checkpoint (storage precision; f64 runs keep f64) is taken before m_out, which
-         * may be m_in, is written */
+        /* the checkpoint (storage precision; f64 runs keep f64; offloaded to the host arena
+         * under policy.offload) is taken before m_out, which may be m_in, is written */
         if (msa)
             MF_TRY_GOTO(
-                mf_save_activation(ctx, &saved->ckpt_m, m_in, "evoformer_block.checkpoint"));
-        MF_TRY_GOTO(mf_save_activation(ctx, &saved->ckpt_z, z_in, "evoformer_block.checkpoint"));
+                mf_save_checkpoint(ctx, &saved->ckpt_m, m_in, "evoformer_block.checkpoint"));
+        MF_TRY_GOTO(mf_save_checkpoint(ctx, &saved->ckpt_z, z_in, "evoformer_block.checkpoint"));
         saved->checkpointed = true;
         MF_TRY_GOTO(forward_only(ctx, b, m_out, z_out, m_in, z_in, key));
     }
@@ -350,11 +345,11 @@ mf_status mf_evo_block_backward(mf_ctx *ctx, const mf_evo_block *b, mf_tensor *d
     mf_tensor m0 = {0}, z0, m1 = {0}, z1;
     if (msa) {
         MF_TRY_GOTO(alloc_like(ctx, &m0, dt, &saved->ckpt_m, "evoformer_block.m_state"));
-        MF_TRY_GOTO(mf_convert(ctx, &m0, &saved->ckpt_m));
+        MF_TRY_GOTO(mf_restore_checkpoint(ctx, &m0, &saved->ckpt_m, "evoformer_block.m_state"));
         MF_TRY_GOTO(alloc_like(ctx, &m1, dt, &saved->ckpt_m, "evoformer_block.m_state"));
     }
     MF_TRY_GOTO(alloc_like(ctx, &z0, dt, &saved->ckpt_z, "evoformer_block.z_state"));
-    MF_TRY_GOTO(mf_convert(ctx, &z0, &saved->ckpt_z));
+    MF_TRY_GOTO(mf_restore_checkpoint(ctx, &z0, &saved->ckpt_z, "evoformer_block.z_state"));
     MF_TRY_GOTO(alloc_like(ctx, &z1, dt, &saved->ckpt_z, "evoformer_block.z_state"));
     mf_ctx local = *ctx;
     local.policy.recompute = MF_RECOMPUTE_OFF;
@@ -737,9 +732,8 @@ void mf_evo_block_plan_forward(mf_memsim *s, const mf_evo_block *b, int64_t n_se
     } else if (s->policy.recompute == MF_RECOMPUTE_OFF) {
         plan_forward_saving(s, b, &p, key);
     } else {
-        const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
-        if (p.msa) mf_memsim_tensor(s, MF_MEM_SAVED, sdt, plan_numel(&p, STREAM_M));
-        mf_memsim_tensor(s, MF_MEM_SAVED, sdt, plan_numel(&p, STREAM_Z));
+        if (p.msa) mf_memsim_checkpoint(s, plan_numel(&p, STREAM_M));
+        mf_memsim_checkpoint(s, plan_numel(&p, STREAM_Z));
         plan_forward_only(s, b, &p, key);
     }
 }
@@ -774,10 +768,14 @@ void mf_evo_block_plan_backward(mf_memsim *s, const mf_evo_block *b, int64_t n_s
     /* recompute: the restored inputs and the outputs of the rerun, then the saving forward and
      * the backward under recompute off */
     const mf_memsim_mark_t mark = mf_memsim_mark(s);
-    if (p.msa)
-        for (int k = 0; k < 2; k++)
-            mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_M));
-    for (int k = 0; k < 2; k++) mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_Z));
+    if (p.msa) {
+        mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_M));
+        mf_memsim_restore(s, plan_numel(&p, STREAM_M));
+        mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_M));
+    }
+    mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_Z));
+    mf_memsim_restore(s, plan_numel(&p, STREAM_Z));
+    mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, plan_numel(&p, STREAM_Z));
     const mf_recompute rc = s->policy.recompute;
     s->policy.recompute = MF_RECOMPUTE_OFF;
     plan_forward_saving(s, b, &p, key);

@@ -137,13 +137,6 @@ static mf_status stack_forward(mf_ctx *ctx, const stack_desc *sd, mf_tensor *m, 
             cz = oz;
         }
     } else {
-        if (ctx->policy.offload && ctx->device != MF_DEV_CPU) {
-            st = MF_ERROR(MF_ERR_UNSUPPORTED,
-                          "%s: offloaded checkpoints need a host arena in the context (on the "
-                          "CPU the arena is host memory: offload is a no-op there)",
-                          sd->name);
-            goto cleanup;
-        }
         for (int64_t k = 0; k < sd->num_blocks; k++) {
             if (k % per == 0) {
                 mf_evo_block_saved *c = &saved->blocks[k];
@@ -151,8 +144,8 @@ static mf_status stack_forward(mf_ctx *ctx, const stack_desc *sd, mf_tensor *m, 
                     .valid = true, .checkpointed = true, .dtype = dt, .key = block_key(key, k)};
                 if (msa)
                     MF_TRY_GOTO(
-                        mf_save_activation(ctx, &c->ckpt_m, m, "evoformer_stack.checkpoint"));
-                MF_TRY_GOTO(mf_save_activation(ctx, &c->ckpt_z, z, "evoformer_stack.checkpoint"));
+                        mf_save_checkpoint(ctx, &c->ckpt_m, m, "evoformer_stack.checkpoint"));
+                MF_TRY_GOTO(mf_save_checkpoint(ctx, &c->ckpt_z, z, "evoformer_stack.checkpoint"));
             }
             mf_dropout_key kk = block_key(key, k);
             MF_TRY_GOTO(bind_block(sd, k, views, NULL, &b));
@@ -223,10 +216,11 @@ static mf_status stack_backward(mf_ctx *ctx, const stack_desc *sd, mf_tensor *dm
             mf_tensor cm = {0}, cz;
             if (msa) {
                 MF_TRY_GOTO(alloc_like(ctx, &cm, dt, &ckpt.ckpt_m, "evoformer_block.m_state"));
-                MF_TRY_GOTO(mf_convert(ctx, &cm, &ckpt.ckpt_m));
+                MF_TRY_GOTO(
+                    mf_restore_checkpoint(ctx, &cm, &ckpt.ckpt_m, "evoformer_block.m_state"));
             }
             MF_TRY_GOTO(alloc_like(ctx, &cz, dt, &ckpt.ckpt_z, "evoformer_block.z_state"));
-            MF_TRY_GOTO(mf_convert(ctx, &cz, &ckpt.ckpt_z));
+            MF_TRY_GOTO(mf_restore_checkpoint(ctx, &cz, &ckpt.ckpt_z, "evoformer_block.z_state"));
             for (int64_t k = k0; k < k1; k++) {
                 mf_tensor om = {0}, oz;
                 if (msa) MF_TRY_GOTO(alloc_like(ctx, &om, dt, &cm, "evoformer_block.m_state"));
@@ -383,11 +377,10 @@ void mf_evo_stack_plan_forward(mf_memsim *s, const mf_evo_block *b, int64_t n_se
         }
         return;
     }
-    const mf_dtype sdt = s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
     for (int64_t k = 0; k < num_blocks; k++) {
         if (k % per == 0) {
-            if (msa) mf_memsim_tensor(s, MF_MEM_SAVED, sdt, nm);
-            mf_memsim_tensor(s, MF_MEM_SAVED, sdt, nz);
+            if (msa) mf_memsim_checkpoint(s, nm);
+            mf_memsim_checkpoint(s, nz);
         }
         const mf_dropout_key kk = block_key(key, k);
         mf_evo_block_plan_forward(s, b, n_seq, n_res, false, &kk);
@@ -416,8 +409,12 @@ void mf_evo_stack_plan_backward(mf_memsim *s, const mf_evo_block *b, int64_t n_s
         for (int64_t k0 = (N - 1) / per * per; k0 >= 0; k0 -= per) {
             const int64_t k1 = k0 + per < N ? k0 + per : N;
             const mf_memsim_mark_t gmark = mf_memsim_mark(s);
-            if (msa) mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, nm); /* restored checkpoint */
+            if (msa) { /* the restored checkpoint */
+                mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, nm);
+                mf_memsim_restore(s, nm);
+            }
             mf_memsim_tensor(s, MF_MEM_ACTS, MF_F32, nz);
+            mf_memsim_restore(s, nz);
             for (int64_t k = k0; k < k1; k++) { /* rerun with saving: outputs and saved state */
                 if (msa) mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nm);
                 mf_memsim_tensor(s, MF_MEM_SAVED, MF_F32, nz);

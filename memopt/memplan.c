@@ -57,6 +57,7 @@ mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s)
 {
     mf_memsim_mark_t m;
     m.cur = s->cur;
+    m.host_cur = s->host_cur;
     memcpy(m.kind, s->kind, sizeof m.kind);
     return m;
 }
@@ -64,7 +65,38 @@ mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s)
 void mf_memsim_release(mf_memsim *s, mf_memsim_mark_t m)
 {
     s->cur = m.cur;
+    s->host_cur = m.host_cur;
     memcpy(s->kind, m.kind, sizeof s->kind);
+}
+
+static bool offloaded(const mf_memsim *s)
+{
+    return s->policy.offload && s->host_arena;
+}
+
+static mf_dtype storage_dtype(const mf_memsim *s)
+{
+    return s->policy.storage == MF_BF16 ? MF_BF16 : MF_F32;
+}
+
+void mf_memsim_checkpoint(mf_memsim *s, int64_t numel)
+{
+    const mf_dtype dt = storage_dtype(s);
+    if (!offloaded(s)) {
+        mf_memsim_tensor(s, MF_MEM_SAVED, dt, numel);
+        return;
+    }
+    s->host_cur += mf_mem_round(mf_mem_tensor_bytes(dt, numel));
+    if (s->host_cur > s->host_peak) s->host_peak = s->host_cur;
+    if (s->device != MF_DEV_CPU && dt != MF_F32)
+        mf_memsim_transient(s, mf_mem_round(mf_mem_tensor_bytes(dt, numel)));
+}
+
+void mf_memsim_restore(mf_memsim *s, int64_t numel)
+{
+    const mf_dtype dt = storage_dtype(s);
+    if (offloaded(s) && s->device != MF_DEV_CPU && dt != MF_F32)
+        mf_memsim_transient(s, mf_mem_round(mf_mem_tensor_bytes(dt, numel)));
 }
 
 void mf_memsim_transient(mf_memsim *s, size_t bytes)

@@ -49,10 +49,14 @@ typedef struct mf_memsim {
     size_t kind_at_peak[MF_MEM_NKINDS]; /* live bytes by category at the high-water mark */
     long long nallocs;
     mf_status status; /* the first failed workspace query (the plan goes on counting it as 0) */
+    /* The planned context has a host arena for offloaded checkpoints (mf_ctx.host_arena): with
+     * policy.offload they are counted there (host_cur, host_peak), not in the arena above. */
+    bool host_arena;
+    size_t host_cur, host_peak;
 } mf_memsim;
 
 typedef struct {
-    size_t cur;
+    size_t cur, host_cur;
     size_t kind[MF_MEM_NKINDS];
 } mf_memsim_mark_t;
 
@@ -68,6 +72,11 @@ mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s);
 void mf_memsim_release(mf_memsim *s, mf_memsim_mark_t m);
 /* A workspace taken and given back at once: raises the peak only. */
 void mf_memsim_transient(mf_memsim *s, size_t bytes);
+/* mf_save_checkpoint of numel values of a computation in f32 (memopt/saved.h): the arena or, with
+ * offload and a host arena, the host arena (and on a GPU a transient for the bf16 copy). */
+void mf_memsim_checkpoint(mf_memsim *s, int64_t numel);
+/* mf_restore_checkpoint's transient (a GPU's bf16 copy of an offloaded checkpoint). */
+void mf_memsim_restore(mf_memsim *s, int64_t numel);
 
 /* The distinct slice sizes of a loop `for (i0 = 0; i0 < n; i0 += rows)` with slices of
  * min(rows, n - i0): the first slice's and, when shorter, the last one's (at most 2, written to

@@ -185,6 +185,28 @@ static void recompute_bitwise(mf_ctx *ctx, h_kind kind, int64_t nblocks, mf_reco
     snprintf(l2, sizeof l2, "%s, inplace", label);
     expect(l2, "outputs", &c, &ip, &off, false, 0);
     expect(l2, "gradients", &c, &ip, &off, true, 0);
+    /* the checkpoints offloaded to a host arena (ctx->host_arena): the same numbers, and the
+     * activation arena's peak lower by what went there */
+    mf_arena host;
+    MF_TEST_OK(mf_arena_init(&host, MF_DEV_CPU, (size_t)64 << 20, "host"));
+    ctx->host_arena = &host;
+    ctx->policy.inplace = false;
+    ctx->policy.offload = true;
+    h_result of;
+    MF_TEST_OK(h_train(ctx, &c, MF_F32, &of));
+    char l3[200];
+    snprintf(l3, sizeof l3, "%s, offload", label);
+    expect(l3, "outputs", &c, &of, &off, false, 0);
+    expect(l3, "gradients", &c, &of, &off, true, 0);
+    const size_t moved = mf_arena_high_water(&host);
+    MF_TEST_TRUE(moved > 0 && of.arena_peak < on.arena_peak,
+                 "%s: %zu bytes offloaded, arena peak %zu (not offloaded %zu)", l3, moved,
+                 of.arena_peak, on.arena_peak);
+    printf("  %s: %zu checkpoint bytes in the host arena, arena peak %zu (not offloaded %zu)\n", l3,
+           moved, of.arena_peak, on.arena_peak);
+    ctx->host_arena = NULL;
+    mf_arena_destroy(&host);
+    h_result_free(&of);
     set_policy(ctx, 0, MF_RECOMPUTE_OFF, MF_F32, MF_F32);
     h_result_free(&ip);
     h_result_free(&off);

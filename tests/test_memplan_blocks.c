@@ -37,6 +37,7 @@
 static mf_ctx g_ctx;
 static mf_arena g_arena;  /* activations: what is measured */
 static mf_arena g_data;   /* parameters, inputs, gradients: outside the measurement */
+static mf_arena g_host;   /* offloaded checkpoints (g_ctx.host_arena in the offload cases) */
 static long long g_cases; /* comparisons made */
 static size_t g_max_dev;  /* largest |plan - real| over all comparisons, bytes */
 static size_t g_max_peak; /* largest peak compared, bytes */
@@ -80,6 +81,7 @@ static void compare(const char *what, const meas *real, const mf_memsim *s)
 static void sim_init(mf_memsim *s, const mf_policy *pol)
 {
     mf_memsim_init(s, &g_ctx, MF_DEV_CPU, pol);
+    s->host_arena = g_ctx.host_arena != NULL;
 }
 
 /* ---- data (in g_data, released per case) --------------------------------------------------- */
@@ -442,7 +444,8 @@ static void run_training(const h_case *c, const mf_policy *pol, bool dparams)
     h_param_tensors(c, P, dt, T);
     h_param_tensors(c, dP, dt, dT);
     const h_inputs in = h_input_tensors(c, m, z, mm, pm, dt);
-    const mf_arena_mark_t mark = mf_arena_mark(&g_arena);
+    const mf_arena_mark_t mark = mf_arena_mark(&g_arena), hmark = mf_arena_mark(&g_host);
+    mf_arena_reset_peak(&g_host);
     mf_evo_block_saved blocks[8];
     mf_evo_stack_saved ssaved = {.blocks = blocks, .capacity = 8};
     mf_evo_block_saved bsaved;
@@ -474,7 +477,9 @@ static void run_training(const h_case *c, const mf_policy *pol, bool dparams)
      * backward's */
     const meas rall = {rf.peak > rf.left + rb.peak ? rf.peak : rf.left + rb.peak,
                        rf.left + rb.left};
+    const size_t host_peak = mf_arena_high_water(&g_host) - hmark.offset;
     mf_arena_release(&g_arena, mark);
+    mf_arena_release(&g_host, hmark);
     (void)base0;
 
     mf_memsim s;
@@ -488,6 +493,12 @@ static void run_training(const h_case *c, const mf_policy *pol, bool dparams)
     general_forward(&s, c, true);
     general_backward(&s, c, dparams);
     compare("forward + backward", &rall, &s);
+    g_cases++;
+    MF_TEST_TRUE(!pol->offload || !g_ctx.host_arena || host_peak > 0,
+                 "offload %s: no checkpoint reached the host arena", g_shape);
+    MF_TEST_TRUE(s.host_peak == host_peak,
+                 "offloaded checkpoints %s: real host arena peak %zu, plan %zu", g_shape, host_peak,
+                 s.host_peak);
     sim_init(&s, pol);
     simple_forward(&s, c, true);
     compare("forward saving (per-kind plan)", &rf, &s);
@@ -569,6 +580,13 @@ static void test_blocks(void)
                             h_case c;
                             h_case_init(&c, (h_kind)kind, stack ? 3 : 0, &sz, 40 + (uint64_t)n);
                             run_training(&c, &pol, (n / 2) % 2 == 0);
+                            if (r > 0) { /* the checkpoints offloaded to a host arena */
+                                pol.offload = true;
+                                g_ctx.host_arena = &g_host;
+                                run_training(&c, &pol, (n / 2) % 2 == 0);
+                                g_ctx.host_arena = NULL;
+                                pol.offload = false;
+                            }
                             if (r == 0) { /* inference: recompute plays no part */
                                 for (int inplace = 0; inplace < 2; inplace++) {
                                     pol.inplace = inplace;
@@ -605,21 +623,25 @@ static void test_blocks(void)
             run_inference(&c, &pol);
             h_case_free(&c);
         }
-    printf("blocks and stacks: %lld comparisons (Evoformer, extra-MSA, template pair; recompute "
-           "off/block/every:2; chunk off/3; storage f32/bf16; dropout on/off; inplace on/off)\n",
-           g_cases - c0);
+    printf(
+        "blocks and stacks: %lld comparisons (Evoformer, extra-MSA, template pair; recompute "
+        "off/block/every:2, checkpoints offloaded or not; chunk off/3; storage f32/bf16; dropout "
+        "on/off; inplace on/off)\n",
+        g_cases - c0);
 }
 
 int main(void)
 {
     MF_TEST_OK(mf_test_ctx_cpu(&g_ctx, &g_arena, (size_t)256 << 20));
     MF_TEST_OK(mf_arena_init(&g_data, MF_DEV_CPU, (size_t)64 << 20, "data"));
+    MF_TEST_OK(mf_arena_init(&g_host, MF_DEV_CPU, (size_t)64 << 20, "host"));
     test_modules();
     test_blocks();
     printf("memplan blocks: %lld comparisons, max |plan - real| = %zu bytes (largest peak %zu "
            "bytes)\n",
            g_cases, g_max_dev, g_max_peak);
     mf_arena_destroy(&g_data);
+    mf_arena_destroy(&g_host);
     mf_test_ctx_free(&g_ctx, &g_arena);
     return mf_test_finish("test_memplan_blocks");
 }

@@ -98,6 +98,15 @@ static void test_trunk_cpu(mf_ctx *ctx, setup *s)
     float *grads = malloc(sizeof(float) * (size_t)s->gb.layout.total);
     memcpy(grads, s->gb.data, sizeof(float) * (size_t)s->gb.layout.total);
     check_trunk_step(ctx, s, &tctx, &base, grads, 0.0, "a second CPU context");
+    /* block recomputation on the trunk with its checkpoints offloaded to the host context's
+     * arena: recompute block is bitwise recompute off on the CPU */
+    tctx.policy.recompute = MF_RECOMPUTE_BLOCK;
+    tctx.policy.offload = true;
+    tctx.host_arena = ctx->arena;
+    check_trunk_step(ctx, s, &tctx, &base, grads, 0.0,
+                     "a second CPU context, recompute block, checkpoints offloaded to the host");
+    tctx.host_arena = NULL;
+    tctx.policy = mf_policy_default();
     /* a trunk context without its gradients is refused */
     mf_train_step_options opt = mf_train_step_default_options();
     opt.trunk_ctx = &tctx;

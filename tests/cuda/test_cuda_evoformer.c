@@ -2,7 +2,9 @@
  * forward and backward, against the same case on the CPU: outputs, input gradients and every
  * parameter gradient, with AF2's dropout on (masks drawn on the device from the same Philox
  * stream as the host's, so both runs drop the same elements), under the default policy and under
- * chunk 4 + block recomputation + bf16 storage. Device outputs start as NaN. Blocks compose
+ * chunk 4 + block recomputation + bf16 storage, and with the checkpoints offloaded to a host
+ * arena (policy.offload, ctx->host_arena: bf16 copies made on the device, sent down, restored
+ * before the recomputation). Device outputs start as NaN. Blocks compose
  * dozens of ops whose sums run in another order on each device, so the check is the whole-model
  * metric max|gpu - cpu| / max|cpu| <= MF_TOL_VEC_MODEL per array. Skips (77) without a GPU. */
 #include "tests/support/mf_test.h"
@@ -194,6 +196,19 @@ int main(void)
     run(K_EVOFORMER, 0, &lean, "chunk 4 + recompute block + bf16 storage", &cpu);
     run(K_EVOFORMER, 2, &base, "default policy", &cpu);
     run(K_EXTRA_MSA, 2, &lean, "chunk 4 + recompute block + bf16 storage", &cpu);
+    /* the checkpoints in host memory: the GPU arena holds none of them */
+    mf_arena host;
+    MF_TEST_OK(mf_arena_init(&host, MF_DEV_CPU, (size_t)64 << 20, "offloaded checkpoints"));
+    g_gpu.host_arena = &host;
+    mf_policy offl = lean;
+    offl.offload = true;
+    run(K_EVOFORMER, 2, &offl, "chunk 4 + recompute block + bf16 storage + offload", &cpu);
+    MF_TEST_TRUE(mf_arena_high_water(&host) > 0, "no checkpoint reached the host arena");
+    mf_policy offl32 = offl;
+    offl32.storage = MF_F32;
+    run(K_TEMPLATE_PAIR, 2, &offl32, "chunk 4 + recompute block + offload (f32)", &cpu);
+    g_gpu.host_arena = NULL;
+    mf_arena_destroy(&host);
     mf_test_ctx_free(&g_gpu, &g_gpu_arena);
     mf_test_ctx_free(&cpu, &cpu_arena);
     return mf_test_finish("test_cuda_evoformer");
