@@ -153,6 +153,17 @@ static void policy_matrix(mf_ctx *ctx, int64_t nblocks)
     h_case_free(&c);
 }
 
+/* One more training run of c under ctx's policy, outputs and gradients bitwise against ref. */
+static void bitwise_variant(mf_ctx *ctx, const h_case *c, const char *label, const char *variant,
+                            const h_result *ref, h_result *out)
+{
+    MF_TEST_OK(h_train(ctx, c, MF_F32, out));
+    char l[200];
+    snprintf(l, sizeof l, "%s, %s", label, variant);
+    expect(l, "outputs", c, out, ref, false, 0);
+    expect(l, "gradients", c, out, ref, true, 0);
+}
+
 /* recompute (block, or every:K on a stack) against off, bitwise, for one kind of block. */
 static void recompute_bitwise(mf_ctx *ctx, h_kind kind, int64_t nblocks, mf_recompute rc, int k,
                               int64_t chunk)
@@ -179,12 +190,8 @@ static void recompute_bitwise(mf_ctx *ctx, h_kind kind, int64_t nblocks, mf_reco
     }
     /* in-place residual updates in the recomputing forward */
     ctx->policy.inplace = true;
-    h_result ip;
-    MF_TEST_OK(h_train(ctx, &c, MF_F32, &ip));
-    char l2[200];
-    snprintf(l2, sizeof l2, "%s, inplace", label);
-    expect(l2, "outputs", &c, &ip, &off, false, 0);
-    expect(l2, "gradients", &c, &ip, &off, true, 0);
+    h_result ip, of;
+    bitwise_variant(ctx, &c, label, "inplace", &off, &ip);
     /* the checkpoints offloaded to a host arena (ctx->host_arena): the same numbers, and the
      * activation arena's peak lower by what went there */
     mf_arena host;
@@ -192,18 +199,14 @@ static void recompute_bitwise(mf_ctx *ctx, h_kind kind, int64_t nblocks, mf_reco
     ctx->host_arena = &host;
     ctx->policy.inplace = false;
     ctx->policy.offload = true;
-    h_result of;
-    MF_TEST_OK(h_train(ctx, &c, MF_F32, &of));
-    char l3[200];
-    snprintf(l3, sizeof l3, "%s, offload", label);
-    expect(l3, "outputs", &c, &of, &off, false, 0);
-    expect(l3, "gradients", &c, &of, &off, true, 0);
+    bitwise_variant(ctx, &c, label, "offload", &off, &of);
     const size_t moved = mf_arena_high_water(&host);
     MF_TEST_TRUE(moved > 0 && of.arena_peak < on.arena_peak,
-                 "%s: %zu bytes offloaded, arena peak %zu (not offloaded %zu)", l3, moved,
-                 of.arena_peak, on.arena_peak);
-    printf("  %s: %zu checkpoint bytes in the host arena, arena peak %zu (not offloaded %zu)\n", l3,
-           moved, of.arena_peak, on.arena_peak);
+                 "%s, offload: %zu bytes offloaded, arena peak %zu (not offloaded %zu)", label,
+                 moved, of.arena_peak, on.arena_peak);
+    printf("  %s, offload: %zu checkpoint bytes in the host arena, arena peak %zu (not "
+           "offloaded %zu)\n",
+           label, moved, of.arena_peak, on.arena_peak);
     ctx->host_arena = NULL;
     mf_arena_destroy(&host);
     h_result_free(&of);
