@@ -22,9 +22,10 @@ static void train_usage(FILE *f)
         "                     [--seed S] [--init PARAMS] [--structure-layers N] [--batch B]\n"
         "                     [--micro-batches M] [--val-every K] [--no-dropout]\n"
         "                     [--no-prefetch] [--arena-gib G] [--progress-every N]\n"
-        "                     [--chunk auto --mem-budget G]\n"
+        "                     [--chunk auto --mem-budget G] [--device cpu|cuda [--gpu-arena-gib "
+        "G]]\n"
         "\n"
-        "AlphaFold 2 training on the CPU (suppl. 1.11): per example a random crop and MSA\n"
+        "AlphaFold 2 training (suppl. 1.11): per example a random crop and MSA\n"
         "sample (the data loader), a recycling count drawn uniformly in 1..num_recycle+1 with\n"
         "the gradient through the last iteration, AF2 dropout, the AF2 loss; per-example\n"
         "gradient clipping, the mean over examples and ranks, Adam with warm-up and decay, EMA.\n"
@@ -57,6 +58,11 @@ static void train_usage(FILE *f)
         "  --no-prefetch         build each step's samples when needed (default: the next\n"
         "                        step's samples are built on a thread during the step)\n"
         "  --arena-gib G         activation arena reservation (default: physical memory)\n"
+        "  --device cuda         the trunk's forward and backward on the GPU (its parameters\n"
+        "                        mirrored there after every optimizer step); the structure\n"
+        "                        module, heads, losses and optimizer on the host; with\n"
+        "                        --set memory.offload=true the GPU keeps no checkpoint\n"
+        "  --gpu-arena-gib G     GPU arena reservation (default: 90%% of the free GPU memory)\n"
         "  --chunk auto --mem-budget G  per module, the largest chunk that keeps the memory\n"
         "                        model's predicted total for the largest sample of --data\n"
         "                        (memfold memplan --mode train) within G GiB; printed\n"
@@ -77,7 +83,7 @@ static int usage_error(const char *what, const char *arg)
 }
 
 /* 0: parsed; -1: --help printed; else the exit code of a usage error. */
-static int parse_args(int argc, char **argv, mf_trainer_options *o)
+static int parse_args(int argc, char **argv, mf_trainer_options *o, bool *cuda, double *gpu_gib)
 {
     *o = mf_trainer_default_options();
     o->arena_bytes = mf_cli_physical_memory();
@@ -162,6 +168,14 @@ static int parse_args(int argc, char **argv, mf_trainer_options *o)
             const double g = strtod(v, &end);
             if (*end || !(g > 0)) return usage_error("--arena-gib: expected GiB", v);
             o->arena_bytes = mf_cli_gib_bytes(g);
+        } else if (!strcmp(a, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+                return usage_error("--device: expected cpu or cuda", v);
+            *cuda = !strcmp(v, "cuda");
+        } else if (!strcmp(a, "--gpu-arena-gib")) {
+            char *end;
+            *gpu_gib = strtod(v, &end);
+            if (*end || !(*gpu_gib > 0)) return usage_error("--gpu-arena-gib: expected GiB", v);
         } else {
             return usage_error("unknown option", a);
         }
@@ -170,19 +184,42 @@ static int parse_args(int argc, char **argv, mf_trainer_options *o)
     if (o->chunk_auto != (o->mem_budget_gib > 0))
         return usage_error("--chunk auto and --mem-budget G go together", NULL);
     if (!o->run_dir) return usage_error("-o RUN/ is required", NULL);
+    if (*cuda && o->chunk_auto)
+        return usage_error("--chunk auto plans the host's memory; with --device cuda set "
+                           "memory.chunk",
+                           NULL);
+    if (*gpu_gib > 0 && !*cuda) return usage_error("--gpu-arena-gib needs --device cuda", NULL);
     return 0;
 }
 
 int mf_cmd_train(int argc, char **argv)
 {
     mf_trainer_options o;
-    int rc = parse_args(argc, argv, &o);
+    bool cuda = false;
+    double gpu_gib = 0;
+    int rc = parse_args(argc, argv, &o, &cuda, &gpu_gib);
     if (rc < 0) return 0;
     if (rc > 0) return rc;
     mf_dist dist;
     if (mf_dist_init(&dist, NULL, NULL, false) != MF_OK) return mf_report_error("train");
+    mf_arena garena;
+    mf_ctx gctx;
+    if (cuda) {
+        /* the trainer sets its policy to the run's */
+        const mf_policy pol = mf_policy_default();
+        if (mf_cli_gpu_context(gpu_gib, &pol, &garena, &gctx) != MF_OK) {
+            mf_report_error("train");
+            mf_dist_finalize(&dist);
+            return 1;
+        }
+        o.trunk_ctx = &gctx;
+    }
     mf_trainer_result res;
     const mf_status st = mf_trainer_run(&o, &dist, &res);
+    if (cuda) {
+        mf_ctx_destroy(&gctx);
+        mf_arena_destroy(&garena);
+    }
     if (st != MF_OK) {
         if (dist.size > 1) fprintf(stderr, "[rank %d] ", dist.rank);
         mf_report_error("train");

@@ -30,6 +30,27 @@ mf_status mf_ctx_init(mf_ctx *ctx, mf_device device, mf_arena *arena)
 #endif
 }
 
+mf_status mf_ctx_init_cuda(mf_ctx *ctx, mf_arena *arena, size_t bytes)
+{
+#ifndef MF_HAVE_CUDA
+    (void)ctx, (void)arena, (void)bytes;
+    return MF_ERROR(MF_ERR_UNSUPPORTED,
+                    "--device cuda: memfold was built without CUDA (MEMFOLD_CUDA=OFF)");
+#else
+    if (!mf_cuda_available())
+        return MF_ERROR(MF_ERR_UNSUPPORTED, "--device cuda: no usable GPU (no driver or device)");
+    if (bytes == 0) {
+        size_t free_bytes = 0, total = 0;
+        MF_TRY(mf_cuda_mem_info(&free_bytes, &total));
+        bytes = free_bytes / 10 * 9;
+    }
+    MF_TRY(mf_arena_init(arena, MF_DEV_CUDA, bytes, "gpu activations"));
+    mf_status st = mf_ctx_init(ctx, MF_DEV_CUDA, arena);
+    if (st != MF_OK) mf_arena_destroy(arena);
+    return st;
+#endif
+}
+
 void mf_ctx_destroy(mf_ctx *ctx)
 {
     if (ctx->dnnl) mf_dnnl_destroy(ctx->dnnl);

@@ -27,6 +27,10 @@ typedef struct mf_ctx {
 
 mf_status mf_ctx_init(mf_ctx *ctx, mf_device device, mf_arena *arena);
 void mf_ctx_destroy(mf_ctx *ctx);
+/* A GPU context with its own arena of `bytes` (0: 90% of the GPU's free memory), for
+ * `--device cuda`. MF_ERR_UNSUPPORTED saying why not (built without CUDA, no driver or device);
+ * on failure nothing is left to free. mf_ctx_destroy, then mf_arena_destroy, release it. */
+mf_status mf_ctx_init_cuda(mf_ctx *ctx, mf_arena *arena, size_t bytes);
 /* Waits for every op queued on the context (a GPU's stream); nothing to wait for on the CPU. */
 mf_status mf_ctx_synchronize(const mf_ctx *ctx);
 

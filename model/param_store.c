@@ -130,6 +130,21 @@ mf_status mf_param_store_mirror(const mf_param_store *src, mf_arena *arena, mf_p
     return MF_OK;
 }
 
+mf_status mf_param_store_copy_values(mf_param_store *dst, const mf_param_store *src)
+{
+    MF_REQUIRE(dst && src && dst->count == src->count,
+               "parameter copy: %d parameters into a store of %d", src ? src->count : 0,
+               dst ? dst->count : 0);
+    for (int i = 0; i < src->count; i++) {
+        MF_REQUIRE(!strcmp(dst->entries[i].name, src->entries[i].name),
+                   "parameter copy: parameter %d is '%s' here, '%s' in the source", i,
+                   dst->entries[i].name, src->entries[i].name);
+        MF_TRY(mf_tensor_transfer(&dst->entries[i].tensor, &src->entries[i].tensor,
+                                  src->entries[i].name));
+    }
+    return MF_OK;
+}
+
 mf_status mf_param_store_add(mf_param_store *s, const char *name, const mf_tensor *t, bool copy)
 {
     MF_REQUIRE(t->dtype == MF_F32 && t->device == MF_DEV_CPU,

@@ -94,6 +94,9 @@ int64_t mf_param_store_numel(const mf_param_store *s);
  * its device: a GPU's arena gives the parameters a device network binds to with
  * mf_alphafold_bind), same names and order. The arena owns the memory; dst holds views. */
 mf_status mf_param_store_mirror(const mf_param_store *src, mf_arena *arena, mf_param_store *dst);
+/* dst's tensors = src's values (a mirror of src: the same names, order and shapes; any devices),
+ * e.g. a GPU mirror refreshed after an optimizer step. */
+mf_status mf_param_store_copy_values(mf_param_store *dst, const mf_param_store *src);
 
 /* ---- expected names and shapes, and the check against them ---- */
 

@@ -530,20 +530,6 @@ static mf_train_log_record record(int64_t step, double wall)
     return r;
 }
 
-static char *read_all(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = '\0';
-    fclose(f);
-    return s;
-}
-
 /* Drops the wall-clock fields: ,"wall":{...} in JSON lines, the last two CSV columns. */
 static void strip_wall(char *s, bool csv)
 {
@@ -619,7 +605,7 @@ static void test_log(void)
         char pa[256], pb[256];
         snprintf(pa, sizeof pa, "%s/log.%s", full, csv ? "csv" : "jsonl");
         snprintf(pb, sizeof pb, "%s/log.%s", resumed, csv ? "csv" : "jsonl");
-        char *a = read_all(pa), *b = read_all(pb);
+        char *a = mf_test_read_file(pa), *b = mf_test_read_file(pb);
         MF_TEST_TRUE(a && b && strcmp(a, b) != 0, "%s: the raw logs differ (wall-clock fields)",
                      csv ? "csv" : "jsonl");
         MF_TEST_TRUE(a && count_lines(a) == (csv ? 11 : 10), "%s: %d lines", pa, count_lines(a));
@@ -638,7 +624,7 @@ static void test_log(void)
 
     /* every JSON line parses and holds the columns, the values exactly */
     snprintf(p, sizeof p, "%s/log.jsonl", full);
-    char *text = read_all(p);
+    char *text = mf_test_read_file(p);
     int good = 0;
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -677,7 +663,7 @@ static void test_log(void)
     MF_TEST_TRUE(good == 10, "10 JSON records with every column, values exact (%d)", good);
 
     snprintf(p, sizeof p, "%s/log.csv", full);
-    text = read_all(p);
+    text = mf_test_read_file(p);
     const char *header = "step,loss,fape,distogram,lr,grad_norm,clip_scale,skipped,"
                          "optimizer_step,skipped_steps,arena_peak_bytes,step_time_s,"
                          "samples_per_s\n";
@@ -689,11 +675,11 @@ static void test_log(void)
     /* resume beyond the log keeps it all; resume at 0 keeps the CSV header only */
     snprintf(p, sizeof p, "%s/log.csv", full);
     MF_TEST_OK(mf_train_log_truncate_file(p, 20, true));
-    text = read_all(p);
+    text = mf_test_read_file(p);
     MF_TEST_TRUE(count_lines(text) == 11, "truncate at 20 keeps 10 records");
     free(text);
     MF_TEST_OK(mf_train_log_truncate_file(p, 0, true));
-    text = read_all(p);
+    text = mf_test_read_file(p);
     MF_TEST_TRUE(text && !strcmp(text, header), "truncate at 0 keeps the header only");
     free(text);
     snprintf(p, sizeof p, "%s/log.jsonl", full);

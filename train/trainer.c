@@ -394,6 +394,12 @@ typedef struct {
     bool arena_ready;
     mf_ctx ctx;
     bool ctx_ready;
+    /* the trunk on another context (options.trunk_ctx): parameters and gradients there, in its
+     * arena above tmark */
+    mf_param_store tp, tgs;
+    mf_arena *tarena;
+    mf_arena_mark_t tmark;
+    mf_alphafold_model *tm, *tg;
     mf_train_log log;
     bool log_open;
     sample_batch batches[2];
@@ -404,6 +410,11 @@ static void run_free(run_state *r)
     batch_free(&r->batches[0]);
     batch_free(&r->batches[1]);
     if (r->log_open) mf_train_log_close(&r->log);
+    mf_param_store_free(&r->tgs);
+    mf_param_store_free(&r->tp);
+    free(r->tm);
+    free(r->tg);
+    if (r->tarena) mf_arena_release(r->tarena, r->tmark);
     if (r->ctx_ready) mf_ctx_destroy(&r->ctx);
     if (r->arena_ready) mf_arena_destroy(&r->arena);
     val_free(&r->val);
@@ -474,6 +485,8 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
     mf_param_store_init(&r->store);
     mf_param_store_init(&r->init);
     mf_param_store_init(&r->ema_views);
+    mf_param_store_init(&r->tp);
+    mf_param_store_init(&r->tgs);
     mf_status st = MF_OK;
     r->m = calloc(1, sizeof *r->m);
     r->g = calloc(1, sizeof *r->g);
@@ -637,6 +650,27 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
                                           rank0 ? out : NULL));
         r->cfg.memory = r->ctx.policy;
     }
+    mf_ctx *tctx = o->trunk_ctx;
+    if (tctx) {
+        if (!tctx->arena || tctx->arena == &r->arena) {
+            st = MF_ERROR(MF_ERR_INVALID, "trainer: the trunk context needs its own arena");
+            goto cleanup;
+        }
+        r->tarena = tctx->arena;
+        r->tmark = mf_arena_mark(tctx->arena);
+        tctx->policy = r->ctx.policy;
+        tctx->host_arena = r->ctx.policy.offload ? &r->arena : NULL;
+        r->tm = calloc(1, sizeof *r->tm);
+        r->tg = calloc(1, sizeof *r->tg);
+        if (!r->tm || !r->tg) {
+            st = MF_ERROR(MF_ERR_NOMEM, "GPU model");
+            goto cleanup;
+        }
+        MF_TRY_GOTO(mf_param_store_mirror(&r->store, tctx->arena, &r->tp));
+        MF_TRY_GOTO(mf_param_store_mirror(&r->gex.views, tctx->arena, &r->tgs));
+        MF_TRY_GOTO(mf_alphafold_bind(r->tm, &r->cfg, &r->tp));
+        MF_TRY_GOTO(mf_alphafold_bind(r->tg, &r->cfg, &r->tgs));
+    }
 
     /* ---- run directory, log ---- */
     const char *term_names[MF_TRAIN_LOG_MAX_TERMS];
@@ -693,8 +727,15 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
             mf_train_step_options so = mf_train_step_default_options();
             so.dropout = o->dropout;
             so.dropout_seed = derive_seed(seed, STREAM_DROPOUT, (uint64_t)k);
+            if (tctx) {
+                so.trunk_ctx = tctx;
+                so.trunk_model = r->tm;
+                so.trunk_grads = r->tg;
+            }
             mf_train_step_result tr;
             st = mf_train_step(&r->ctx, r->m, r->g, &sb->f[i], &so, &tr, NULL);
+            if (st == MF_OK && tctx)
+                st = mf_train_merge_trunk_grads(&r->tgs, &r->gex.views, &r->arena);
             if (st != MF_OK) {
                 mf_error_context(st, "step %lld, sample %lld (%s)", (long long)state.step + 1,
                                  (long long)k, sb->info[i].chain);
@@ -720,6 +761,7 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
         for (int s = 0; s < NUM_SUMS; s++) sums[s] /= (double)G;
         mf_optimizer_step_info info;
         MF_TRY_GOTO(mf_optimizer_step(&r->opt, gstep, sums[SUM_TOTAL], &info));
+        if (tctx) MF_TRY_GOTO(mf_param_store_copy_values(&r->tp, &r->store));
         state.step++;
         state.rng_counters[CTR_SAMPLE] = (uint64_t)(K + G);
         state.loader_epoch = (K + G) / num_chains;

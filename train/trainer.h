@@ -44,6 +44,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/context.h"
 #include "core/status.h"
 #include "train/allreduce.h"
 
@@ -72,7 +73,14 @@ typedef struct {
     bool dropout;          /* AF2 training dropout with the config's rates (default on) */
     bool prefetch;         /* the next step's samples on a background thread (default on) */
     size_t arena_bytes;    /* activation arena reservation */
-    bool chunk_auto;       /* per-module chunks from the memory model within mem_budget_gib */
+    /* The trunk on another context (mf_train_step_options.trunk_ctx; `--device cuda`: a GPU's,
+     * made by the caller, whose arena must be empty): its forward and backward there, the
+     * structure module, heads, losses and the optimizer on the host; the trunk's mirror of the
+     * parameters is refreshed after every optimizer step, its gradients merged into the host
+     * buffer after every example. Offload (memory.offload) keeps the trunk's checkpoints in the
+     * host arena. Its policy is set to the run's. NULL: everything on the host. */
+    mf_ctx *trunk_ctx;
+    bool chunk_auto; /* per-module chunks from the memory model within mem_budget_gib */
     double mem_budget_gib;
     int64_t progress_every; /* progress line every N steps when stderr is not a terminal */
     /* Testing aid: make the gradient of rank 0's first example non-finite at this step (1-based;

@@ -161,6 +161,12 @@ if grep -q "trunk on the GPU" "$T/cuda.log"; then
 elif [ $rc -eq 1 ] && grep -Eq "built without CUDA|no usable GPU" "$T/cuda.log"; then
   ok "--device cuda without a GPU: clear error"
 else fail "--device cuda without a GPU: exit $rc: $(tail -2 "$T/cuda.log")"; fi
+# memfold train --device cuda: without a GPU the same clear error, before any data is read
+"$BIN" train --data "$T/no-such-data.h5" -o "$T/gpu-run" --device cuda > "$T/train-cuda.log" 2>&1
+rc=$?
+if [ $rc -eq 1 ] && grep -Eq "built without CUDA|no usable GPU|no-such-data" "$T/train-cuda.log"; then
+  ok "train --device cuda: clear error (rc 1)"
+else fail "train --device cuda: exit $rc: $(tail -2 "$T/train-cuda.log")"; fi
 
 if [ $failures -gt 0 ]; then
   echo "$failures failure(s)"

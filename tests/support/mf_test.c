@@ -222,12 +222,22 @@ mf_status mf_test_ctx_cpu(mf_ctx *ctx, mf_arena *arena, size_t bytes)
     return mf_ctx_init(ctx, MF_DEV_CPU, arena);
 }
 
+char *mf_test_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s) s[fread(s, 1, (size_t)n, f)] = '\0';
+    fclose(f);
+    return s;
+}
+
 mf_status mf_test_ctx_cuda(mf_ctx *ctx, mf_arena *arena, size_t bytes)
 {
-    MF_TRY(mf_arena_init(arena, MF_DEV_CUDA, bytes, "test cuda"));
-    mf_status st = mf_ctx_init(ctx, MF_DEV_CUDA, arena);
-    if (st != MF_OK) mf_arena_destroy(arena);
-    return st;
+    return mf_ctx_init_cuda(ctx, arena, bytes);
 }
 
 void mf_test_ctx_free(mf_ctx *ctx, mf_arena *arena)

@@ -86,6 +86,8 @@ bool mf_gradcheck(const char *what, void (*fwd)(void *ud), void *ud, const mf_gc
 
 /* A CPU context with its own arena of `bytes`; mf_test_ctx_free releases both. */
 mf_status mf_test_ctx_cpu(mf_ctx *ctx, mf_arena *arena, size_t bytes);
+/* A whole file as a NUL-terminated string (malloc'd), or NULL when it cannot be read. */
+char *mf_test_read_file(const char *path);
 /* The same on the GPU (tests/cuda; MF_ERR_UNSUPPORTED without CUDA). */
 mf_status mf_test_ctx_cuda(mf_ctx *ctx, mf_arena *arena, size_t bytes);
 void mf_test_ctx_free(mf_ctx *ctx, mf_arena *arena);
