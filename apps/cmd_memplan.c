@@ -185,9 +185,13 @@ static void print_json(const options *o, const mf_memplan_shape *sh, const mf_me
 {
     printf("{\"peak_bytes\": %zu, \"total_bytes\": %zu, \"state_bytes\": %zu, "
            "\"param_bytes\": %zu, \"num_params\": %lld, \"feature_bytes\": %zu, "
-           "\"fixed_bytes\": %zu, \"at_peak\": {",
+           "\"fixed_bytes\": %zu, ",
            r->arena_peak, r->total, r->state_bytes, r->param_bytes, (long long)r->num_params,
            r->feature_bytes, r->fixed_bytes);
+    if (o->device == MF_DEV_CUDA)
+        printf("\"host_peak_bytes\": %zu, \"host_total_bytes\": %zu, ", r->host_arena_peak,
+               r->host_total);
+    printf("\"at_peak\": {");
     for (int k = 0; k < MF_MEM_NKINDS; k++)
         printf("%s\"%s\": %zu", k ? ", " : "", mf_mem_kind_name(k), r->kind_at_peak[k]);
     printf("}, \"policy\": \"%s\", \"device\": \"%s\", \"shape\": {\"mode\": \"%s\", "
@@ -226,9 +230,9 @@ int mf_cmd_memplan(int argc, char **argv)
     if (o.training && o.iterations > 0) sh.iterations = o.iterations;
     sh.all_heads = o.all_heads || o.training;
     if (o.dropout >= 0) sh.dropout = o.dropout && o.training;
-    /* a CPU context answers the matrix-product workspace queries (oneDNN's scratchpad); its
-     * arena is never used */
-    if (o.device == MF_DEV_CPU) {
+    /* a CPU context answers the host's matrix-product workspace queries (oneDNN's scratchpad);
+     * its arena is never used */
+    {
         st = mf_arena_init(&arena, MF_DEV_CPU, MF_ARENA_ALIGN, "memplan queries");
         if (st == MF_OK) st = mf_ctx_init(&ctx, MF_DEV_CPU, &arena);
         if (st != MF_OK) return mf_report_error("memplan");
@@ -275,11 +279,21 @@ int mf_cmd_memplan(int argc, char **argv)
         print_bytes_line("model state", r.state_bytes, note);
         print_bytes_line("input features", r.feature_bytes, "(host arrays of one example)");
         if (r.fixed_bytes) print_bytes_line("cuBLAS workspace", r.fixed_bytes, NULL);
-        print_bytes_line("total", r.total, NULL);
-        if (o.device == MF_DEV_CUDA)
-            printf("note: the CUDA replay is the model code's composition with CUDA's bf16 operand "
-                   "copies, the attention kernels' scratch and cuBLAS's workspace; it is not yet "
-                   "checked on a GPU\n");
+        if (o.device == MF_DEV_CUDA) {
+            /* --device cuda: the trunk on the GPU, the rest on the host */
+            print_bytes_line("GPU total", r.total,
+                             sh.training ? "(arena, parameters and trunk gradients, cuBLAS)"
+                                         : "(arena, parameters, cuBLAS)");
+            print_bytes_line("host arena peak", r.host_arena_peak,
+                             "(outputs, structure module, heads, losses; offloaded checkpoints)");
+            print_bytes_line("host total", r.host_total, "(host arena, model state, features)");
+            printf("note: the GPU side is the trunk's replay with CUDA's bf16 operand copies, the "
+                   "attention kernels' scratch and cuBLAS's workspace; the split itself is checked "
+                   "exactly with a second CPU context as the trunk, the CUDA kernels' scratch not "
+                   "yet on a GPU\n");
+        } else {
+            print_bytes_line("total", r.total, NULL);
+        }
         if (budget > 0) {
             if (max_nres > 0)
                 printf("largest N_res within %s: %lld (predicted total %s)\n",

@@ -199,7 +199,9 @@ static mf_status auto_chunk(const options *o, mf_ctx *ctx, const mf_config *cfg,
     mf_memplan_shape sh = mf_memplan_shape_of_features(cfg, f, false, opt->num_iterations);
     sh.all_heads = opt->all_heads;
     const size_t budget = mf_cli_gib_bytes(o->mem_budget);
-    return mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout);
+    /* with --device cuda the budget is the GPU's (the trunk's arena, the parameters' mirror) */
+    return mf_memplan_auto_chunk(ctx, cfg, &ctx->policy, o->cuda ? MF_DEV_CUDA : MF_DEV_CPU, &sh,
+                                 budget, stdout);
 }
 
 static mf_status run_model(const options *o, int k, mf_ctx *ctx, mf_ctx *gpu,
@@ -279,7 +281,10 @@ static mf_status run_model(const options *o, int k, mf_ctx *ctx, mf_ctx *gpu,
         opt.hook = mf_alphafold_recorder_hook;
         opt.hook_data = &rec;
     }
-    if (o->chunk_auto) MF_TRY_GOTO(auto_chunk(o, ctx, &r->cfg, f, &opt));
+    if (o->chunk_auto) {
+        MF_TRY_GOTO(auto_chunk(o, ctx, &r->cfg, f, &opt));
+        if (gpu) gpu->policy = ctx->policy;
+    }
     mf_alphafold_outputs out;
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_arena_reset_peak(ctx->arena);
@@ -628,9 +633,6 @@ static int parse_args(int argc, char **argv, options *o)
     if (!o->out_dir) return usage_error("%s", "-o OUTDIR is required");
     if (o->chunk_auto != (o->mem_budget > 0))
         return usage_error("%s", "--chunk auto and --mem-budget G go together");
-    if (o->chunk_auto && o->cuda)
-        return usage_error("%s", "--chunk auto plans the host's memory; with --device cuda give "
-                                 "--chunk N");
     if (o->gpu_arena_gib > 0 && !o->cuda)
         return usage_error("%s", "--gpu-arena-gib needs --device cuda");
     if (o->dump_intermediates && !o->dump && !o->check)

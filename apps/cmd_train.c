@@ -184,10 +184,6 @@ static int parse_args(int argc, char **argv, mf_trainer_options *o, bool *cuda, 
     if (o->chunk_auto != (o->mem_budget_gib > 0))
         return usage_error("--chunk auto and --mem-budget G go together", NULL);
     if (!o->run_dir) return usage_error("-o RUN/ is required", NULL);
-    if (*cuda && o->chunk_auto)
-        return usage_error("--chunk auto plans the host's memory; with --device cuda set "
-                           "memory.chunk",
-                           NULL);
     if (*gpu_gib > 0 && !*cuda) return usage_error("--gpu-arena-gib needs --device cuda", NULL);
     return 0;
 }

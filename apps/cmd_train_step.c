@@ -181,9 +181,6 @@ static int parse_args(int argc, char **argv, options *o)
         return usage_error("give --params P or --random-init SEED", NULL);
     if (o->random_init && !o->config)
         return usage_error("--random-init needs --config (a preset such as af2-initial)", NULL);
-    if (o->cuda && o->chunk_auto)
-        return usage_error(
-            "--chunk auto plans the host's memory; with --device cuda give --chunk N", NULL);
     if (o->gpu_arena_gib > 0 && !o->cuda)
         return usage_error("--gpu-arena-gib needs --device cuda", NULL);
     return 0;
@@ -347,8 +344,9 @@ static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
         mf_memplan_shape sh = mf_memplan_shape_of_features(&cfg, &f, true, opt.num_iterations);
         sh.dropout = o->dropout;
         const size_t budget = mf_cli_gib_bytes(o->mem_budget);
-        MF_TRY_GOTO(
-            mf_memplan_auto_chunk(ctx, &cfg, &ctx->policy, MF_DEV_CPU, &sh, budget, stdout));
+        MF_TRY_GOTO(mf_memplan_auto_chunk(ctx, &cfg, &ctx->policy, gpu ? MF_DEV_CUDA : MF_DEV_CPU,
+                                          &sh, budget, stdout));
+        if (gpu) gpu->policy = ctx->policy;
     }
     mf_train_step_result res;
     char pol[160];

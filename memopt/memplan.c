@@ -57,7 +57,6 @@ mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s)
 {
     mf_memsim_mark_t m;
     m.cur = s->cur;
-    m.host_cur = s->host_cur;
     memcpy(m.kind, s->kind, sizeof m.kind);
     return m;
 }
@@ -65,13 +64,33 @@ mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s)
 void mf_memsim_release(mf_memsim *s, mf_memsim_mark_t m)
 {
     s->cur = m.cur;
-    s->host_cur = m.host_cur;
     memcpy(s->kind, m.kind, sizeof s->kind);
+}
+
+bool mf_memsim_pair_split(const mf_memsim_pair *p)
+{
+    return p->host != p->trunk;
+}
+
+void mf_memsim_pair_up(const mf_memsim_pair *p, mf_dtype dt, int64_t numel)
+{
+    if (mf_memsim_pair_split(p)) mf_memsim_tensor(p->trunk, MF_MEM_INPUTS, dt, numel);
+}
+
+mf_memsim_pair_mark mf_memsim_pair_mark_both(const mf_memsim_pair *p)
+{
+    return (mf_memsim_pair_mark){mf_memsim_mark(p->host), mf_memsim_mark(p->trunk)};
+}
+
+void mf_memsim_pair_release(const mf_memsim_pair *p, mf_memsim_pair_mark m)
+{
+    mf_memsim_release(p->trunk, m.trunk);
+    mf_memsim_release(p->host, m.host);
 }
 
 static bool offloaded(const mf_memsim *s)
 {
-    return s->policy.offload && s->host_arena;
+    return s->policy.offload && s->offload_to;
 }
 
 static mf_dtype storage_dtype(const mf_memsim *s)
@@ -86,8 +105,7 @@ void mf_memsim_checkpoint(mf_memsim *s, int64_t numel)
         mf_memsim_tensor(s, MF_MEM_SAVED, dt, numel);
         return;
     }
-    s->host_cur += mf_mem_round(mf_mem_tensor_bytes(dt, numel));
-    if (s->host_cur > s->host_peak) s->host_peak = s->host_cur;
+    mf_memsim_tensor(s->offload_to, MF_MEM_SAVED, dt, numel);
     if (s->device != MF_DEV_CPU && dt != MF_F32)
         mf_memsim_transient(s, mf_mem_round(mf_mem_tensor_bytes(dt, numel)));
 }

@@ -49,14 +49,15 @@ typedef struct mf_memsim {
     size_t kind_at_peak[MF_MEM_NKINDS]; /* live bytes by category at the high-water mark */
     long long nallocs;
     mf_status status; /* the first failed workspace query (the plan goes on counting it as 0) */
-    /* The planned context has a host arena for offloaded checkpoints (mf_ctx.host_arena): with
-     * policy.offload they are counted there (host_cur, host_peak), not in the arena above. */
-    bool host_arena;
-    size_t host_cur, host_peak;
+    /* The planned context's host arena for offloaded checkpoints (mf_ctx.host_arena), simulated
+     * by another simulator (the host context's own in a split run), or NULL: with policy.offload
+     * the checkpoints are allocated there, not here, and this simulator's marks do not free
+     * them (as the real context's marks do not free host-arena memory). */
+    struct mf_memsim *offload_to;
 } mf_memsim;
 
 typedef struct {
-    size_t cur, host_cur;
+    size_t cur;
     size_t kind[MF_MEM_NKINDS];
 } mf_memsim_mark_t;
 
@@ -72,8 +73,25 @@ mf_memsim_mark_t mf_memsim_mark(const mf_memsim *s);
 void mf_memsim_release(mf_memsim *s, mf_memsim_mark_t m);
 /* A workspace taken and given back at once: raises the peak only. */
 void mf_memsim_transient(mf_memsim *s, size_t bytes);
+/* The two simulated arenas of a run whose trunk is on another context (the host's and the
+ * trunk's: model/alphafold_memplan.h, train_step.h); the same simulator twice without one. */
+typedef struct {
+    mf_memsim *host, *trunk;
+} mf_memsim_pair;
+
+typedef struct {
+    mf_memsim_mark_t host, trunk;
+} mf_memsim_pair_mark;
+
+bool mf_memsim_pair_split(const mf_memsim_pair *p);
+/* The trunk's copy of a host tensor (none on one context). */
+void mf_memsim_pair_up(const mf_memsim_pair *p, mf_dtype dt, int64_t numel);
+mf_memsim_pair_mark mf_memsim_pair_mark_both(const mf_memsim_pair *p);
+void mf_memsim_pair_release(const mf_memsim_pair *p, mf_memsim_pair_mark m);
+
 /* mf_save_checkpoint of numel values of a computation in f32 (memopt/saved.h): the arena or, with
- * offload and a host arena, the host arena (and on a GPU a transient for the bf16 copy). */
+ * offload and a host arena (s->offload_to), that one (and on a GPU a transient here for the bf16
+ * copy). */
 void mf_memsim_checkpoint(mf_memsim *s, int64_t numel);
 /* mf_restore_checkpoint's transient (a GPU's bf16 copy of an offloaded checkpoint). */
 void mf_memsim_restore(mf_memsim *s, int64_t numel);

@@ -12,5 +12,11 @@
  * for its caller (the outputs, the relative-position bins, the pair mask). */
 void mf_alphafold_plan_inference(mf_memsim *s, const mf_alphafold_model *m,
                                  const mf_memplan_shape *shape);
+/* The same with the trunk on another context (mf_alphafold_options.trunk_ctx): host's
+ * allocations (outputs, features, structure module, heads) and trunk's (embedders, stacks,
+ * Evoformer and the trunk's copies of what it reads); trunk ends where it began. trunk NULL or
+ * host: mf_alphafold_plan_inference. */
+void mf_alphafold_plan_inference_split(mf_memsim *host, mf_memsim *trunk,
+                                       const mf_alphafold_model *m, const mf_memplan_shape *shape);
 
 #endif

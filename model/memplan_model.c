@@ -130,17 +130,22 @@ mf_status mf_memplan_evaluate(const mf_ctx *query_ctx, const mf_config *cfg, con
         free(m);
         return st;
     }
-    mf_memsim s;
+    /* s: the arena of `device`; on CUDA the trunk's, with the host's in h */
+    mf_memsim s, h;
+    const bool gpu = device != MF_DEV_CPU;
     mf_memsim_init(&s, query_ctx, device, p);
+    mf_memsim_init(&h, query_ctx, MF_DEV_CPU, p);
+    if (gpu && p->offload) s.offload_to = &h;
+    mf_memsim *host = gpu ? &h : &s;
     if (shape->training) {
         mf_train_step_plan_options o = mf_train_step_plan_default_options();
         o.dropout = shape->dropout;
-        mf_train_step_plan(&s, m, shape->n_res, shape->n_seq, shape->n_extra, shape->n_templ,
-                           shape->iterations, &o);
+        mf_train_step_plan_split(host, &s, m, shape->n_res, shape->n_seq, shape->n_extra,
+                                 shape->n_templ, shape->iterations, &o);
     } else {
-        mf_alphafold_plan_inference(&s, m, shape);
+        mf_alphafold_plan_inference_split(host, &s, m, shape);
     }
-    st = s.status;
+    st = s.status != MF_OK ? s.status : h.status;
     if (st == MF_OK) st = count_params(cfg, &out->num_params);
     if (st == MF_OK) {
         out->arena_peak = s.peak;
@@ -151,6 +156,14 @@ mf_status mf_memplan_evaluate(const mf_ctx *query_ctx, const mf_config *cfg, con
         out->feature_bytes = feature_bytes(m, shape);
         out->fixed_bytes = mf_memplan_fixed_device_bytes(device);
         out->total = out->arena_peak + out->state_bytes + out->feature_bytes + out->fixed_bytes;
+        if (gpu) {
+            /* the GPU holds the parameters' mirror (and the trunk's gradients in training); the
+             * host its arena, the model state and the features */
+            const size_t mirror = mf_model_state_bytes(cfg, false) * (shape->training ? 2 : 1);
+            out->host_arena_peak = h.peak;
+            out->host_total = h.peak + out->state_bytes + out->feature_bytes;
+            out->total = out->arena_peak + mirror + out->fixed_bytes;
+        }
     }
     free(m);
     return st;

@@ -11,7 +11,14 @@
  *    EMA copy (one array each, sized from the parameter tables);
  *  - the input features of one example (host arrays, sized from the feature shapes);
  *  - on CUDA, cuBLAS's fixed workspace.
- * total = arena peak + state + features + fixed. */
+ * total = arena peak + state + features + fixed.
+ *
+ * On CUDA the run is the one `--device cuda` makes: the trunk (embedders, stacks, Evoformer) on
+ * the GPU, the structure module, heads, losses and the optimizer on the host
+ * (mf_alphafold_options.trunk_ctx, mf_train_step_options.trunk_ctx). arena_peak and total are then
+ * the GPU's: its arena, the parameters' mirror (and for training the trunk's gradients), cuBLAS's
+ * workspace; host_arena_peak and host_total the host's: its arena (with the offloaded checkpoints
+ * under policy.offload), the model state, the features. */
 #ifndef MF_MODEL_MEMPLAN_MODEL_H
 #define MF_MODEL_MEMPLAN_MODEL_H
 
@@ -42,6 +49,7 @@ typedef struct {
     size_t fixed_bytes;   /* device workspace outside arenas */
     size_t total;
     int64_t num_params;
+    size_t host_arena_peak, host_total; /* on CUDA: the host's side (0 on the CPU) */
 } mf_memplan_result;
 
 /* The shape a configuration implies for n_res residues: N_seq, N_extra and N_templ from

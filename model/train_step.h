@@ -167,6 +167,12 @@ mf_train_step_plan_options mf_train_step_plan_default_options(void);
 void mf_train_step_plan(mf_memsim *s, const mf_alphafold_model *m, int64_t n_res, int64_t n_seq,
                         int64_t n_extra, int64_t n_templ, int64_t iterations,
                         const mf_train_step_plan_options *opt);
+/* The same with the trunk on another context (mf_train_step_options.trunk_ctx): the host's
+ * allocations on host, the trunk's on trunk (its policy decides the trunk's chunks and
+ * recomputation); trunk NULL or host: mf_train_step_plan. */
+void mf_train_step_plan_split(mf_memsim *host, mf_memsim *trunk, const mf_alphafold_model *m,
+                              int64_t n_res, int64_t n_seq, int64_t n_extra, int64_t n_templ,
+                              int64_t iterations, const mf_train_step_plan_options *opt);
 
 /* The model state's bytes as model/param_store.c (parameters loaded into an arena: one block per
  * array) and train/optimizer.c (with training: the flat gradient buffer, Adam's m and v and the

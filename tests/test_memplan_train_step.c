@@ -129,6 +129,59 @@ static void model_free(model *x)
 
 static int cases, mismatches;
 static double worst_rel;
+static mf_ctx g_trunk; /* a second CPU context: the trunk of the split steps */
+static mf_arena g_trunk_arena;
+
+/* The same step with the trunk on g_trunk (the parameters and gradients mirrored into its arena),
+ * its checkpoints offloaded to the host context's arena when `offload`: both arenas' peaks
+ * exactly as mf_train_step_plan_split replays them. */
+static void compare_split(mf_ctx *ctx, model *x, const mf_processed_features *f, int64_t S,
+                          int64_t E, int64_t T, const mf_train_step_options *base,
+                          const mf_train_step_plan_options *po, bool offload, const char *desc)
+{
+    mf_arena *ta = &g_trunk_arena;
+    const mf_arena_mark_t tmark = mf_arena_mark(ta);
+    mf_param_store tp, tgs;
+    mf_param_store_init(&tp);
+    mf_param_store_init(&tgs);
+    mf_alphafold_model *tm = calloc(1, sizeof *tm), *tg = calloc(1, sizeof *tg);
+    MF_TEST_OK(mf_param_store_mirror(&x->params, ta, &tp));
+    MF_TEST_OK(mf_param_store_mirror(&x->grads.views, ta, &tgs));
+    MF_TEST_OK(mf_alphafold_bind(tm, &x->cfg, &tp));
+    MF_TEST_OK(mf_alphafold_bind(tg, &x->cfg, &tgs));
+    g_trunk.policy = ctx->policy;
+    g_trunk.policy.offload = offload;
+    g_trunk.host_arena = offload ? ctx->arena : NULL;
+    mf_train_step_options opt = *base;
+    opt.trunk_ctx = &g_trunk;
+    opt.trunk_model = tm;
+    opt.trunk_grads = tg;
+    mf_train_step_result res;
+    mf_status st = mf_train_step(ctx, &x->m, &x->g, f, &opt, &res, NULL);
+    MF_TEST_TRUE(st == MF_OK, "%s, trunk context: %s", desc, st ? mf_last_error() : "");
+    if (st == MF_OK) {
+        mf_memsim hs, tsim;
+        mf_memsim_init(&hs, ctx, MF_DEV_CPU, &ctx->policy);
+        mf_memsim_init(&tsim, &g_trunk, MF_DEV_CPU, &g_trunk.policy);
+        if (offload) tsim.offload_to = &hs;
+        mf_train_step_plan_split(&hs, &tsim, &x->dims, f->num_res, S, E, T, opt.num_iterations, po);
+        cases++;
+        const bool ok = hs.peak == res.arena_peak && tsim.peak == res.trunk_arena_peak &&
+                        hs.cur == 0 && tsim.cur == 0 && hs.status == MF_OK && tsim.status == MF_OK;
+        if (!ok) mismatches++;
+        MF_TEST_TRUE(ok,
+                     "%s, trunk context%s: host peak %zu plan %zu, trunk peak %zu plan %zu "
+                     "(left %zu, %zu)",
+                     desc, offload ? " + offload" : "", res.arena_peak, hs.peak,
+                     res.trunk_arena_peak, tsim.peak, hs.cur, tsim.cur);
+    }
+    g_trunk.host_arena = NULL;
+    mf_arena_release(ta, tmark);
+    mf_param_store_free(&tgs);
+    mf_param_store_free(&tp);
+    free(tm);
+    free(tg);
+}
 
 static void compare_step(mf_ctx *ctx, model *x, const mf_processed_features *f, int64_t S,
                          int64_t E, int64_t T, int64_t iterations, bool dropout, float resolution)
@@ -163,6 +216,9 @@ static void compare_step(mf_ctx *ctx, model *x, const mf_processed_features *f, 
     if (!ok) mismatches++;
     MF_TEST_TRUE(ok, "%s: plan peak %zu (left %zu), arena peak %zu (%+.3f%%)", desc, s.peak, s.cur,
                  res.arena_peak, 100 * rel);
+    compare_split(ctx, x, f, S, E, T, &opt, &po, false, desc);
+    if (ctx->policy.recompute != MF_RECOMPUTE_OFF)
+        compare_split(ctx, x, f, S, E, T, &opt, &po, true, desc);
 }
 
 /* mf_model_state_bytes against the arena: the parameters loaded into an arena (through an HDF5
@@ -219,6 +275,7 @@ int main(void)
     mf_arena arena;
     mf_ctx ctx;
     MF_TEST_OK(mf_test_ctx_cpu(&ctx, &arena, (size_t)1 << 30));
+    MF_TEST_OK(mf_test_ctx_cpu(&g_trunk, &g_trunk_arena, (size_t)1 << 30));
     static model models[2];
     MF_TEST_OK(model_init(&models[0], "tiny", false));
     MF_TEST_OK(model_init(&models[1], "tiny pTM", true));
@@ -266,6 +323,7 @@ int main(void)
     model_free(&models[0]);
     model_free(&models[1]);
     mf_processed_free(&src);
+    mf_test_ctx_free(&g_trunk, &g_trunk_arena);
     mf_test_ctx_free(&ctx, &arena);
     return mf_test_finish("test_memplan_train_step");
 }

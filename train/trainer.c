@@ -646,7 +646,9 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
         MF_TRY_GOTO(mf_memplan_training_shape(o->data_path, &r->cfg, &sh));
         sh.dropout = o->dropout;
         const size_t budget = (size_t)(o->mem_budget_gib * (double)((size_t)1 << 30));
-        MF_TRY_GOTO(mf_memplan_auto_chunk(&r->ctx, &r->cfg, &r->ctx.policy, MF_DEV_CPU, &sh, budget,
+        /* with a trunk context the budget is its device's (a GPU's) */
+        const mf_device dev = o->trunk_ctx ? o->trunk_ctx->device : MF_DEV_CPU;
+        MF_TRY_GOTO(mf_memplan_auto_chunk(&r->ctx, &r->cfg, &r->ctx.policy, dev, &sh, budget,
                                           rank0 ? out : NULL));
         r->cfg.memory = r->ctx.policy;
     }

@@ -84,6 +84,14 @@ tm=$(json "$T/t/tight.json" "d['memory']['arena_high_water_bytes']")
 tp=$(sed -n 's/^predicted activation arena peak .*(\([0-9]*\) bytes)/\1/p' "$T/t.log")
 [ "$tm" = "$tp" ] && grep -q " rows" "$T/t.log" && ok "tight budget: chunks chosen ($(grep ' rows' "$T/t.log" | tr -s ' ' | tr '\n' ';')), measured $tm = predicted" || fail "tight budget: measured $tm, predicted '$tp'"
 
+# ---- --device cuda: the trunk on the GPU, the structure module and heads on the host ----
+"$BIN" memplan --config tiny --nres 40 --device cuda --json > "$T/cuda.json" 2> "$T/cuda.err" \
+  || fail "memplan --device cuda: $(cat "$T/cuda.err")"
+"$BIN" memplan --config tiny --nres 40 --json > "$T/cpu.json" || fail "memplan --nres 40"
+split_ok=$(json "$T/cuda.json" "d['host_peak_bytes'] > 0 and d['peak_bytes'] > 0 and d['host_total_bytes'] >= d['host_peak_bytes'] + d['state_bytes']")
+[ "$split_ok" = True ] && ok "memplan --device cuda: GPU arena $(json "$T/cuda.json" "d['peak_bytes']"), host arena $(json "$T/cuda.json" "d['host_peak_bytes']") (one CPU arena: $(json "$T/cpu.json" "d['peak_bytes']"))" \
+  || fail "memplan --device cuda: $(cat "$T/cuda.json")"
+
 # ---- usage ----
 for bad in "--nres 0" "--mode fly --nres 5" "--nres 5 --chunk auto" "--nres 5 --chunk.nonsense 3" "--nres 5 --device tpu"; do
   if "$BIN" memplan --config tiny $bad > "$T/u.txt" 2>&1; then fail "accepted: $bad"; else ok "refused: $bad: $(grep -m1 memplan "$T/u.txt")"; fi
