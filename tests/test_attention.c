@@ -6,7 +6,11 @@
  *     accumulated onto nonzero buffers; chunked against unchunked (bitwise where the arithmetic
  *     order is unchanged); arena back at its mark after every op;
  *  4. bf16 compute against f32; bf16-stored q, k, v against f32 inputs rounded to bf16 (bitwise);
- *  5. shape errors are reported. */
+ *  5. shape errors are reported;
+ *  6. fully masked rows (padded MSA rows): in f32 every logit is -1e9, the softmax uniform and the
+ *     saved lse has lost log K; the forward and the backward of the CPU op (chunked and not) and
+ *     of the f32 reference against the uniform softmax's own forward and backward, computed here
+ *     in double (core/attention_mask.h: before the fix the gradients were K times too large). */
 #include "core/ref/ref.h"
 #include "tests/support/mf_test.h"
 
@@ -409,6 +413,92 @@ static void test_cpu(mf_ctx *ctx)
     core_case_free(&c);
 }
 
+/* 6. */
+static void test_fully_masked(mf_ctx *ctx)
+{
+    const int64_t B = 2, Q = 7, K = 13, H = 2, D = 5;
+    const double scale = 0.41;
+    const int64_t nq = B * Q * H * D, nk = B * K * H * D, nb = H * Q * K;
+    float *q = falloc(nq), *k = falloc(nk), *v = falloc(nk), *bias = falloc(nb),
+          *mask = falloc(B * K), *dout = falloc(nq);
+    mf_test_fill_normal_f32(q, nq, 901, 1.0f);
+    mf_test_fill_normal_f32(k, nk, 902, 1.0f);
+    mf_test_fill_normal_f32(v, nk, 903, 1.0f);
+    mf_test_fill_normal_f32(bias, nb, 904, 1.0f);
+    mf_test_fill_normal_f32(dout, nq, 905, 1.0f);
+    /* both batch elements fully masked: the rows of a padded MSA row */
+    for (int64_t i = 0; i < B * K; i++) mask[i] = 0.0f;
+    /* the uniform softmax's forward and backward (p = 1/K, constant: ds = p (dp - delta) with
+     * delta = mean_k dp, as the f32 program's autodiff forms it) */
+    double *eo = dalloc(nq), *edq = dalloc(nq), *edk = dalloc(nk), *edv = dalloc(nk),
+           *edb = dalloc(nb);
+    const double p = 1.0 / (double)K;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t qi = 0; qi < Q; qi++)
+            for (int64_t h = 0; h < H; h++) {
+                const int64_t qo = ((b * Q + qi) * H + h) * D;
+                double dp[64], delta = 0;
+                for (int64_t kj = 0; kj < K; kj++) {
+                    const int64_t ko = ((b * K + kj) * H + h) * D;
+                    dp[kj] = 0;
+                    for (int64_t d = 0; d < D; d++) {
+                        eo[qo + d] += p * v[ko + d];
+                        dp[kj] += (double)dout[qo + d] * v[ko + d];
+                    }
+                    delta += p * dp[kj];
+                }
+                for (int64_t kj = 0; kj < K; kj++) {
+                    const int64_t ko = ((b * K + kj) * H + h) * D;
+                    const double ds = p * (dp[kj] - delta);
+                    for (int64_t d = 0; d < D; d++) {
+                        edv[ko + d] += p * dout[qo + d];
+                        edq[qo + d] += scale * ds * k[ko + d];
+                        edk[ko + d] += scale * ds * q[qo + d];
+                    }
+                    edb[(h * Q + qi) * K + kj] += ds;
+                }
+            }
+    const int64_t chunks[2] = {0, 3};
+    for (int ci = 0; ci < 3; ci++) {
+        float *o = falloc(nq), *l = falloc(B * H * Q), *dq = falloc(nq), *dk = falloc(nk),
+              *dv = falloc(nk), *db = falloc(nb);
+        char what[96];
+        if (ci < 2) {
+            ctx->policy.chunk_size = chunks[ci];
+            snprintf(what, sizeof what, "fully masked rows, cpu f32 chunk=%lld",
+                     (long long)chunks[ci]);
+            mf_tensor tq = mf_tensor_f32(q, 4, B, Q, H, D), tk = mf_tensor_f32(k, 4, B, K, H, D),
+                      tv = mf_tensor_f32(v, 4, B, K, H, D), tb = mf_tensor_f32(bias, 3, H, Q, K),
+                      tm = mf_tensor_f32(mask, 2, B, K), tdo = mf_tensor_f32(dout, 4, B, Q, H, D);
+            mf_tensor to = mf_tensor_f32(o, 4, B, Q, H, D), tl = mf_tensor_f32(l, 3, B, H, Q),
+                      tdq = mf_tensor_f32(dq, 4, B, Q, H, D),
+                      tdk = mf_tensor_f32(dk, 4, B, K, H, D),
+                      tdv = mf_tensor_f32(dv, 4, B, K, H, D), tdb = mf_tensor_f32(db, 3, H, Q, K);
+            MF_TEST_OK(mf_attention_forward(ctx, &to, &tl, &tq, &tk, &tv, &tb, &tm, (float)scale));
+            MF_TEST_OK(mf_attention_backward(ctx, &tdq, &tdk, &tdv, &tdb, &tdo, &to, &tl, &tq, &tk,
+                                             &tv, &tb, &tm, (float)scale));
+        } else {
+            snprintf(what, sizeof what, "fully masked rows, f32 reference");
+            mf_ref_attention_forward_f32(o, l, q, k, v, bias, mask, B, Q, K, H, D, (float)scale);
+            mf_ref_attention_backward_f32(dq, dk, dv, db, dout, q, k, v, bias, mask, B, Q, K, H, D,
+                                          (float)scale);
+        }
+        const char *fields[5] = {"out", "dq", "dk", "dv", "dbias"};
+        const float *got[5] = {o, dq, dk, dv, db};
+        const double *want[5] = {eo, edq, edk, edv, edb};
+        const int64_t n[5] = {nq, nq, nk, nk, nb};
+        for (int f = 0; f < 5; f++) {
+            char nm[160];
+            snprintf(nm, sizeof nm, "%s: %s vs the uniform softmax", what, fields[f]);
+            mf_check_close_f32_f64(nm, got[f], want[f], n[f], MF_TOL_F32_ATOL, MF_TOL_F32_RTOL);
+        }
+        free(o), free(l), free(dq), free(dk), free(dv), free(db);
+    }
+    ctx->policy.chunk_size = 0;
+    free(q), free(k), free(v), free(bias), free(mask), free(dout);
+    free(eo), free(edq), free(edk), free(edv), free(edb);
+}
+
 int main(void)
 {
     test_gradcheck(true, true);
@@ -420,6 +510,7 @@ int main(void)
     mf_arena arena;
     MF_TEST_OK(mf_test_ctx_cpu(&ctx, &arena, (size_t)64 << 20));
     if (mf_test_failures() == 0) test_cpu(&ctx);
+    test_fully_masked(&ctx);
     mf_test_ctx_free(&ctx, &arena);
     return mf_test_finish("test_attention");
 }

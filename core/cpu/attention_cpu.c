@@ -7,6 +7,8 @@
  * f64 tensors (the double-precision oracle runs) go to the plain double reference, unchunked. */
 #include "core/cpu/attention_cpu.h"
 
+#include "core/attention_mask.h"
+
 #include "core/ref/ref.h"
 
 #include <math.h>
@@ -139,9 +141,9 @@ static void softmax_chunk_recompute(float *s /* [H, n, K] */, const float *lse, 
         int64_t h = r / n, qi = q0 + r % n;
         float *row = s + r * K;
         add_bias_mask(row, bias, mask, b, h, qi, Q, K);
-        float l = lse[(b * H + h) * Q + qi];
+        const float l = lse[(b * H + h) * Q + qi], ms = mf_attn_masked_scale(l, K);
 #pragma omp simd
-        for (int64_t k = 0; k < K; k++) row[k] = softmax_expf(row[k] - l);
+        for (int64_t k = 0; k < K; k++) row[k] = softmax_expf(row[k] - l) * ms;
     }
 }
 

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/attention_mask.h"
 #include "core/dtype.h"
 
 #define MF_ATTN_DREG 32
@@ -175,7 +176,8 @@ static inline MF_HOSTDEV float mf_attn_ds(const mf_attn_rows *a, int64_t b, int6
         qk += mf_attn_ld(a->q, a->q_bf16, qo + d) * mf_attn_ld(a->k, a->k_bf16, ko + d);
         dp += a->dout[qo + d] * mf_attn_ld(a->v, a->v_bf16, ko + d);
     }
-    const float p = expf(mf_attn_logit(a, qk, b, h, qi, kj) - a->lse_in[r]);
+    const float l = a->lse_in[r];
+    const float p = expf(mf_attn_logit(a, qk, b, h, qi, kj) - l) * mf_attn_masked_scale(l, a->K);
     return p * (dp - a->delta[r]);
 }
 
@@ -185,7 +187,7 @@ static inline MF_HOSTDEV void mf_attn_dq_row(const mf_attn_rows *a, int64_t b, i
 {
     const int64_t D = a->D, qo = mf_attn_qoff(a, b, h, qi);
     const int64_t r = mf_attn_row(a, b, h, qi);
-    const float l = a->lse_in[r], dl = a->delta[r];
+    const float l = a->lse_in[r], dl = a->delta[r], ms = mf_attn_masked_scale(l, a->K);
     float qr[MF_ATTN_DREG], gr[MF_ATTN_DREG];
     mf_attn_load_reg(qr, a->q, a->q_bf16, qo, D);
     mf_attn_load_reg(gr, a->dout, false, qo, D);
@@ -196,7 +198,7 @@ static inline MF_HOSTDEV void mf_attn_dq_row(const mf_attn_rows *a, int64_t b, i
         for (int64_t kj = 0; kj < a->K; kj++) {
             const int64_t ko = mf_attn_koff(a, b, h, kj);
             const float qk = mf_attn_dot(qr, a->q, a->q_bf16, qo, a->k, a->k_bf16, ko, D);
-            const float p = expf(mf_attn_logit(a, qk, b, h, qi, kj) - l);
+            const float p = expf(mf_attn_logit(a, qk, b, h, qi, kj) - l) * ms;
             const float dp = mf_attn_dot(gr, a->dout, false, qo, a->v, a->v_bf16, ko, D);
             const float ds = p * (dp - dl);
             MF_ATTN_UNROLL
@@ -226,7 +228,9 @@ static inline MF_HOSTDEV void mf_attn_dkv_row(const mf_attn_rows *a, int64_t b, 
             const int64_t qo = mf_attn_qoff(a, b, h, qi), r = mf_attn_row(a, b, h, qi);
             /* q.k with k in registers: the same products in the same order as the query row's */
             const float qk = mf_attn_dot(kr, a->k, a->k_bf16, ko, a->q, a->q_bf16, qo, D);
-            const float p = expf(mf_attn_logit(a, qk, b, h, qi, kj) - a->lse_in[r]);
+            const float l = a->lse_in[r];
+            const float p =
+                expf(mf_attn_logit(a, qk, b, h, qi, kj) - l) * mf_attn_masked_scale(l, a->K);
             if (a->dv) {
                 MF_ATTN_UNROLL
                 for (int j = 0; j < MF_ATTN_DREG; j++)

@@ -1,6 +1,8 @@
 /* The reference ops compiled for double (see ref.h). */
 #include "core/ref/ref.h"
 
+#include "core/attention_mask.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
