@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/ops_dispatch.h"
+#include "core/shape_rules.h"
 #include "core/ref/ref.h"
 
 /* An optional tensor is absent when the pointer or its data is NULL (as in mf_attention_params). */
@@ -56,10 +57,8 @@ static mf_status check_like(const mf_ctx *ctx, const mf_tensor *t, const char *t
     return mf_check_same_shape(t, tn, ref, rn);
 }
 
-/* b broadcasts over a's leading dims: its element count is the product of a's last d dims for
- * some d (d = 0 is a scalar), so it repeats every nb elements of a. */
-static mf_status check_broadcast(const mf_tensor *a, const char *an, const mf_tensor *b,
-                                 const char *bn)
+/* core/shape_rules.h; the CUDA twins check broadcasts with it too. */
+mf_status mf_check_broadcast(const mf_tensor *a, const char *an, const mf_tensor *b, const char *bn)
 {
     int64_t nb = mf_tensor_numel(b), suffix = 1;
     if (nb == suffix) return MF_OK;
@@ -127,7 +126,7 @@ static mf_status check_binary(const mf_ctx *ctx, const char *op, const mf_tensor
     MF_TRY(check_on(ctx, a, "a", *dt));
     MF_TRY(check_on(ctx, b, "b", *dt));
     MF_TRY(check_like(ctx, y, "y", a, "a"));
-    return check_broadcast(a, "a", b, "b");
+    return mf_check_broadcast(a, "a", b, "b");
 }
 
 mf_status mf_add(mf_ctx *ctx, mf_tensor *y, const mf_tensor *a, const mf_tensor *b)
@@ -168,7 +167,7 @@ mf_status mf_add_backward(mf_ctx *ctx, mf_tensor *da, mf_tensor *db, const mf_te
     if (da) MF_TRY(check_like(ctx, da, "add da", dy, "add dy"));
     if (db) {
         MF_TRY(check_on(ctx, db, "add db", dt));
-        MF_TRY(check_broadcast(dy, "add dy", db, "add db"));
+        MF_TRY(mf_check_broadcast(dy, "add dy", db, "add db"));
     }
     if (!da && !db) return MF_OK;
     MF_DISPATCH_CUDA(ctx, add_backward, da, db, dy);
@@ -189,7 +188,7 @@ mf_status mf_mul_backward(mf_ctx *ctx, mf_tensor *da, mf_tensor *db, const mf_te
     MF_TRY(run_dtype(ctx, "mul_backward", a, "mul a", &dt));
     MF_TRY(check_on(ctx, a, "mul a", dt));
     MF_TRY(check_on(ctx, b, "mul b", dt));
-    MF_TRY(check_broadcast(a, "mul a", b, "mul b"));
+    MF_TRY(mf_check_broadcast(a, "mul a", b, "mul b"));
     MF_TRY(check_like(ctx, dy, "mul dy", a, "mul a"));
     da = present_out(da);
     db = present_out(db);

@@ -7,6 +7,7 @@
 
 #include "core/cpu/cpu_backend.h"
 #include "core/ops_dispatch.h"
+#include "core/shape_rules.h"
 #include "core/ref/ref.h"
 
 /* The floating type a call runs in, from its leading tensor (f64 when that is f64, else f32);
@@ -55,14 +56,10 @@ static bool has_suffix_product(const mf_tensor *t, int64_t p)
     return false;
 }
 
-/* Resolves y[rows, out] = x[rows, in] @ w[in, out]. First as documented in ops.h: in = x's last
- * dim, out = y's last dim, w holds in*out elements. Failing that, w's own dims are split into
- * [in dims..., out dims...] where in matches trailing dims of x and out trailing dims of y, so the
- * AF2 layouts work without reshapes: x [B, Q, C] @ query_w [C, H, D] -> y [B, Q, H, D] and
- * o [B, Q, H, D] @ output_w [H, D, C] -> y [B, Q, C]. */
-static mf_status linear_dims(const char *op, const mf_tensor *x, const char *xn, const mf_tensor *w,
-                             const char *wn, const mf_tensor *y, const char *yn, int64_t *rows,
-                             int64_t *in, int64_t *out)
+/* core/shape_rules.h; the CUDA twins resolve shapes with it too. */
+mf_status mf_linear_dims(const char *op, const mf_tensor *x, const char *xn, const mf_tensor *w,
+                         const char *wn, const mf_tensor *y, const char *yn, int64_t *rows,
+                         int64_t *in, int64_t *out)
 {
     int64_t nx = mf_tensor_numel(x), nw = mf_tensor_numel(w), ny = mf_tensor_numel(y);
     int64_t i0 = mf_tensor_cols(x), o0 = mf_tensor_cols(y);
@@ -100,7 +97,7 @@ mf_status mf_linear_forward(mf_ctx *ctx, mf_tensor *y, const mf_tensor *x, const
     MF_TRY(check_real_cpu(ctx, x, op, "x", dt));
     MF_TRY(check_real_cpu(ctx, w, op, "w", dt));
     int64_t rows, in, out;
-    MF_TRY(linear_dims(op, x, "x", w, "w", y, "y", &rows, &in, &out));
+    MF_TRY(mf_linear_dims(op, x, "x", w, "w", y, "y", &rows, &in, &out));
     if (b) {
         MF_TRY(check_real_cpu(ctx, b, op, "b", dt));
         char bd[96];
@@ -162,7 +159,7 @@ mf_status mf_linear_backward(mf_ctx *ctx, mf_tensor *dx, mf_tensor *dw, mf_tenso
     MF_TRY(check_real_cpu(ctx, x, op, "x", dt));
     MF_TRY(check_real_cpu(ctx, w, op, "w", dt));
     int64_t rows, in, out;
-    MF_TRY(linear_dims(op, x, "x", w, "w", dy, "dy", &rows, &in, &out));
+    MF_TRY(mf_linear_dims(op, x, "x", w, "w", dy, "dy", &rows, &in, &out));
     char s1[96];
     if (dx) {
         MF_TRY(check_real_cpu(ctx, dx, op, "dx", dt));

@@ -3,6 +3,7 @@
 #include "core/cuda/cuda_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* cuBLAS's workspace: 32 MiB is what NVIDIA recommends for Hopper (4 MiB suffices before it). */
 #define MF_CUBLAS_WORKSPACE_BYTES ((size_t)32 << 20)
@@ -38,6 +39,16 @@ extern "C" mf_status mf_cuda_malloc(size_t bytes, void **out)
     if (e != cudaSuccess) *out = NULL;
     MF_CUDA_CHECK(e);
     return MF_OK;
+}
+
+extern "C" int mf_cuda_sync_launches(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        const char *v = getenv("MEMFOLD_CUDA_SYNC");
+        cached = v && *v && strcmp(v, "0") != 0;
+    }
+    return cached;
 }
 
 extern "C" void mf_cuda_free(void *p)

@@ -15,19 +15,37 @@
 #include <nccl.h>
 #endif
 
+/* A failed call's error is also cleared from the runtime (cudaGetLastError), so a later launch
+ * check does not report it again against an unrelated kernel (sticky device faults stay). */
 #define MF_CUDA_CHECK(expr)                                                                        \
     do {                                                                                           \
         cudaError_t mf_cuda_e_ = (expr);                                                           \
-        if (mf_cuda_e_ != cudaSuccess)                                                             \
+        if (mf_cuda_e_ != cudaSuccess) {                                                           \
+            (void)cudaGetLastError();                                                              \
             return mf_error(MF_ERR_BACKEND, __FILE__, __LINE__, "CUDA call %s failed: %s (%s)",    \
                             #expr, cudaGetErrorString(mf_cuda_e_), cudaGetErrorName(mf_cuda_e_));  \
+        }                                                                                          \
     } while (0)
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* MEMFOLD_CUDA_SYNC=1 in the environment (read once): every launch check also waits for the
+ * kernel, so a fault inside a kernel is reported at its own launch (file:line) instead of at a
+ * later call. For localising failures; slow. */
+int mf_cuda_sync_launches(void);
+#ifdef __cplusplus
+}
+#endif
+
 /* After a kernel launch: cudaGetLastError reports (and resets) a bad launch configuration; a fault
- * inside an earlier kernel that has already been detected is reported too. */
+ * inside an earlier kernel that has already been detected is reported too; with
+ * MEMFOLD_CUDA_SYNC=1 the kernel's own faults as well. */
 #define MF_CUDA_CHECK_LAUNCH()                                                                     \
     do {                                                                                           \
         cudaError_t mf_cuda_e_ = cudaGetLastError();                                               \
+        if (mf_cuda_e_ == cudaSuccess && mf_cuda_sync_launches())                                  \
+            mf_cuda_e_ = cudaDeviceSynchronize();                                                  \
         if (mf_cuda_e_ != cudaSuccess)                                                             \
             return mf_error(MF_ERR_BACKEND, __FILE__, __LINE__,                                    \
                             "CUDA kernel launch failed: %s (%s)", cudaGetErrorString(mf_cuda_e_),  \

@@ -4,9 +4,12 @@
 
 /* ---- activations ---------------------------------------------------------------------------- */
 
+/* sigmoid as the CPU forms it (core/ref/elementwise.inc): exp only of a non-positive argument. */
 __device__ static inline float sigmoid_f(float x)
 {
-    return 1.0f / (1.0f + expf(-x));
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
 }
 
 /* log(1 + e^x) without overflow for large x or loss of the small term for very negative x. */
@@ -41,8 +44,8 @@ __global__ static void act_backward_kernel(int act, float *dx, const float *dy, 
         if (act == MF_ACT_RELU) {
             d = v > 0.0f ? dy[i] : 0.0f;
         } else if (act == MF_ACT_SIGMOID) {
-            const float s = sigmoid_f(v);
-            d = s * (1.0f - s) * dy[i];
+            /* s(x) s(-x), not s (1 - s), which is 0 once s rounds to 1 (as the CPU) */
+            d = sigmoid_f(v) * sigmoid_f(-v) * dy[i];
         } else {
             d = sigmoid_f(v) * dy[i]; /* softplus' = sigmoid */
         }
@@ -178,25 +181,14 @@ mf_status mf_cuda_convert_raw(mf_ctx *ctx, void *y, mf_dtype yt, const void *x, 
                     mf_dtype_name(yt));
 }
 
-/* b broadcasts over a's leading dims: b's element count divides a's and, once b's leading 1s are
- * dropped, b's dims are a's trailing dims (or b has a's element count). Returns b's count. */
+/* b broadcasts over a's leading dims by the CPU's rule (core/shape_rules.h); b's element count,
+ * which the kernels repeat every nb elements of a. */
 static mf_status check_broadcast(const mf_tensor *a, const mf_tensor *b, const char *op,
                                  int64_t *nb_out)
 {
-    const int64_t n = mf_tensor_numel(a), nb = mf_tensor_numel(b);
-    char x[96], y[96];
-    bool ok = nb > 0 ? n % nb == 0 : n == 0;
-    if (ok && nb != n) {
-        int lead = 0;
-        while (lead < b->ndim && b->shape[lead] == 1) lead++;
-        const int bd = b->ndim - lead;
-        ok = bd <= a->ndim;
-        for (int j = 0; ok && j < bd; j++) ok = b->shape[lead + j] == a->shape[a->ndim - bd + j];
-    }
-    if (!ok)
-        return MF_ERROR(MF_ERR_INVALID, "%s: b %s does not broadcast over a %s", op,
-                        mf_tensor_describe(b, x, sizeof x), mf_tensor_describe(a, y, sizeof y));
-    *nb_out = nb;
+    mf_status st = mf_check_broadcast(a, "a", b, "b");
+    if (st != MF_OK) return mf_error_context(st, "%s", op);
+    *nb_out = mf_tensor_numel(b);
     return MF_OK;
 }
 

@@ -21,6 +21,7 @@ extern "C" {
 #include "core/context.h"
 #include "core/dtype.h"
 #include "core/ops.h"
+#include "core/shape_rules.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "memopt/arena.h"

@@ -123,6 +123,19 @@ extern "C" mf_status mf_cuda_layer_norm_backward(mf_ctx *ctx, mf_tensor *dx, mf_
     MF_TRY(check_stats(rstd, op, "rstd", rows));
     const float *dyp = (const float *)dy->data, *xp = (const float *)x->data;
     const float *mp = (const float *)mean->data, *rp = (const float *)rstd->data;
+    /* the parameter gradients first, so that dx may alias dy (as on the CPU) */
+    if (dgamma) {
+        MF_TRY(mf_cuda_check_dev(dgamma, op, "dgamma", MF_F32));
+        MF_TRY(mf_cuda_check_numel(dgamma, "dgamma", C, op));
+        dgamma_terms f = {dyp, xp, mp, rp, C};
+        MF_TRY(mf_cuda_colsum(ctx, (float *)dgamma->data, f, 1, rows, C, 1.0f, true));
+    }
+    if (dbeta) {
+        MF_TRY(mf_cuda_check_dev(dbeta, op, "dbeta", MF_F32));
+        MF_TRY(mf_cuda_check_numel(dbeta, "dbeta", C, op));
+        mf_colsum_plain f = {dyp, rows, C};
+        MF_TRY(mf_cuda_colsum(ctx, (float *)dbeta->data, f, 1, rows, C, 1.0f, true));
+    }
     if (dx) {
         MF_TRY(mf_cuda_check_dev(dx, op, "dx", MF_F32));
         MF_TRY(mf_cuda_check_dev(gamma, op, "gamma", MF_F32));
@@ -135,18 +148,6 @@ extern "C" mf_status mf_cuda_layer_norm_backward(mf_ctx *ctx, mf_tensor *dx, mf_
                 (float *)dx->data, dyp, xp, mp, rp, (const float *)gamma->data, rows, C);
             MF_CUDA_CHECK_LAUNCH();
         }
-    }
-    if (dgamma) {
-        MF_TRY(mf_cuda_check_dev(dgamma, op, "dgamma", MF_F32));
-        MF_TRY(mf_cuda_check_numel(dgamma, "dgamma", C, op));
-        dgamma_terms f = {dyp, xp, mp, rp, C};
-        MF_TRY(mf_cuda_colsum(ctx, (float *)dgamma->data, f, 1, rows, C, 1.0f, true));
-    }
-    if (dbeta) {
-        MF_TRY(mf_cuda_check_dev(dbeta, op, "dbeta", MF_F32));
-        MF_TRY(mf_cuda_check_numel(dbeta, "dbeta", C, op));
-        mf_colsum_plain f = {dyp, rows, C};
-        MF_TRY(mf_cuda_colsum(ctx, (float *)dbeta->data, f, 1, rows, C, 1.0f, true));
     }
     return MF_OK;
 }

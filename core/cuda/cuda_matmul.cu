@@ -5,20 +5,6 @@
 
 /* ---- linear (AF2 layout: w [in, out] row-major) ------------------------------------------- */
 
-static mf_status linear_dims(const mf_tensor *x, const mf_tensor *w, const char *op, int64_t *rows,
-                             int64_t *in, int64_t *out)
-{
-    char s1[96], s2[96];
-    *in = mf_tensor_cols(x);
-    *rows = mf_tensor_rows(x);
-    const int64_t nw = mf_tensor_numel(w);
-    if (*in <= 0 || nw % *in != 0 || w->shape[0] != *in)
-        return MF_ERROR(MF_ERR_INVALID, "%s: w %s does not start with x's last dim (x %s)", op,
-                        mf_tensor_describe(w, s1, sizeof s1), mf_tensor_describe(x, s2, sizeof s2));
-    *out = nw / *in;
-    return MF_OK;
-}
-
 static mf_status check_matrix_input(const mf_tensor *t, const char *op, const char *name)
 {
     MF_TRY(mf_cuda_check_dev(t, op, name, t ? t->dtype : MF_F32));
@@ -51,7 +37,7 @@ extern "C" mf_status mf_cuda_linear_forward(mf_ctx *ctx, mf_tensor *y, const mf_
     MF_TRY(check_matrix_input(x, op, "x"));
     MF_TRY(check_matrix_input(w, op, "w"));
     int64_t rows, in, out;
-    MF_TRY(linear_dims(x, w, op, &rows, &in, &out));
+    MF_TRY(mf_linear_dims(op, x, "x", w, "w", y, "y", &rows, &in, &out));
     MF_TRY(mf_cuda_check_numel(y, "y [rows, out]", rows * out, op));
     if (b) {
         MF_TRY(mf_cuda_check_dev(b, op, "b", MF_F32));
@@ -102,7 +88,7 @@ extern "C" mf_status mf_cuda_linear_backward(mf_ctx *ctx, mf_tensor *dx, mf_tens
     MF_TRY(check_matrix_input(x, op, "x"));
     MF_TRY(check_matrix_input(w, op, "w"));
     int64_t rows, in, out;
-    MF_TRY(linear_dims(x, w, op, &rows, &in, &out));
+    MF_TRY(mf_linear_dims(op, x, "x", w, "w", dy, "dy", &rows, &in, &out));
     MF_TRY(mf_cuda_check_numel(dy, "dy [rows, out]", rows * out, op));
     if (dx) {
         MF_TRY(mf_cuda_check_dev(dx, op, "dx", MF_F32));

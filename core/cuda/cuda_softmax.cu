@@ -109,13 +109,21 @@ static mf_status softmax_backward_impl(mf_ctx *ctx, mf_tensor *dx, mf_tensor *db
                               (void **)&dot));
     const int64_t blocks = (rows + MF_CUDA_WARPS - 1) / MF_CUDA_WARPS;
     MF_REQUIRE(blocks <= INT_MAX, "%s: %lld rows", op, (long long)rows);
+    /* dx may alias dy (as on the CPU): then the row dots and dbias, which read dy, come first and
+     * dx in a second pass */
+    const bool alias = dx && dbias && dx->data == dy->data;
     softmax_backward_kernel<<<(unsigned)blocks, MF_CUDA_THREADS, 0, ctx->cuda->stream>>>(
-        dx ? (float *)dx->data : NULL, dot, (const float *)dy->data, (const float *)y->data, rows,
-        K);
+        dx && !alias ? (float *)dx->data : NULL, dot, (const float *)dy->data,
+        (const float *)y->data, rows, K);
     MF_CUDA_CHECK_LAUNCH();
     if (dbias) {
         dbias_terms f = {(const float *)dy->data, (const float *)y->data, dot, H * Q * K, K};
         MF_TRY(mf_cuda_colsum(ctx, (float *)dbias->data, f, 1, B, H * Q * K, 1.0f, true));
+    }
+    if (alias) {
+        softmax_backward_kernel<<<(unsigned)blocks, MF_CUDA_THREADS, 0, ctx->cuda->stream>>>(
+            (float *)dx->data, NULL, (const float *)dy->data, (const float *)y->data, rows, K);
+        MF_CUDA_CHECK_LAUNCH();
     }
     return MF_OK;
 }
