@@ -201,9 +201,10 @@ int mf_cmd_train(int argc, char **argv)
     mf_arena garena;
     mf_ctx gctx;
     if (cuda) {
-        /* the trainer sets its policy to the run's */
+        /* under mpirun each rank takes its own GPU of the node; the trainer sets the policy */
         const mf_policy pol = mf_policy_default();
-        if (mf_cli_gpu_context(gpu_gib, &pol, &garena, &gctx) != MF_OK) {
+        if ((dist.size > 1 && mf_cuda_select_local_device(dist.rank, NULL) != MF_OK) ||
+            mf_cli_gpu_context(gpu_gib, &pol, &garena, &gctx) != MF_OK) {
             mf_report_error("train");
             mf_dist_finalize(&dist);
             return 1;

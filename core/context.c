@@ -1,5 +1,6 @@
 #include "core/context.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef MF_HAVE_CUDA
@@ -48,6 +49,27 @@ mf_status mf_ctx_init_cuda(mf_ctx *ctx, mf_arena *arena, size_t bytes)
     mf_status st = mf_ctx_init(ctx, MF_DEV_CUDA, arena);
     if (st != MF_OK) mf_arena_destroy(arena);
     return st;
+#endif
+}
+
+mf_status mf_cuda_select_local_device(int rank, int *chosen)
+{
+    int local = rank;
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                       "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) {
+            local = atoi(v);
+            break;
+        }
+    }
+    if (chosen) *chosen = local;
+#ifdef MF_HAVE_CUDA
+    return mf_cuda_set_device(local);
+#else
+    return MF_ERROR(MF_ERR_UNSUPPORTED,
+                    "--device cuda: memfold was built without CUDA (MEMFOLD_CUDA=OFF)");
 #endif
 }
 

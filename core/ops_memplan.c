@@ -90,8 +90,14 @@ void mf_plan_matmul_backward(mf_memsim *s, int64_t batch, int64_t batch_a, int64
 {
     if (batch == 0 || M == 0 || N == 0 || K == 0) return;
     if (s->device == MF_DEV_CUDA) {
-        if (da) cuda_operands(s, batch * M * N, batch_b * K * N);
-        if (db) cuda_operands(s, batch_a * M * K, batch * M * N);
+        /* cuda_matmul.cu matmul_backward_impl: dc's bf16 copy, then b's (for da), then a's (for
+         * db), all held until the op returns; the products themselves take no scratch */
+        if (s->policy.compute != MF_BF16) return;
+        mf_memsim_mark_t m = mf_memsim_mark(s);
+        mf_memsim_tensor(s, MF_MEM_WORK, MF_BF16, batch * M * N);
+        if (da) mf_memsim_tensor(s, MF_MEM_WORK, MF_BF16, batch_b * K * N);
+        if (db) mf_memsim_tensor(s, MF_MEM_WORK, MF_BF16, batch_a * M * K);
+        mf_memsim_release(s, m);
         return;
     }
     const int64_t a_sb = batch_a == 1 ? 0 : M * K, b_sb = batch_b == 1 ? 0 : K * N;

@@ -473,6 +473,8 @@ static mf_status evoformer(iteration *it, mf_tensor *single)
             (const mf_evoformer_block_params *)(void *)views, &m->evoformer_dims, &kk));
         MF_TRY(emit(&it->h, stage, "out_m", -1, &it->msa));
         MF_TRY(emit(&it->h, stage, "out_z", -1, it->z));
+        /* a GPU's blocks are queued, not done: the time reported is when the block finished */
+        if (it->h.opt->progress) MF_TRY(mf_ctx_synchronize(ctx));
         progress(&it->h, "evoformer", k, m->evoformer_blocks);
     }
     mf_tensor row0 = row(&it->msa, 0);

@@ -4,7 +4,9 @@
  * 3 optimizer steps of 2 examples (so the trunk's gradients are merged per example and its
  * parameter mirror refreshed after every step), dropout on; then again with block recomputation
  * and the trunk's checkpoints offloaded to the host arena. Compared: every parameter of the
- * final params.h5, bitwise, and each step's logged loss and first two loss terms. */
+ * final params.h5, bitwise, each step's logged loss and first two loss terms, and the validation
+ * lDDT-Ca (EMA weights put into the trunk's parameter mirror for it, then taken out). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +19,13 @@
 
 static char g_tmp[200];
 
-static mf_status train(const char *data, const char *run, mf_ctx *trunk, bool offload)
+static mf_status train(const char *data, const char *run, mf_ctx *trunk, bool offload,
+                       double *val_lddt)
 {
     mf_trainer_options o = mf_trainer_default_options();
     o.data_path = data;
+    o.val_path = data; /* validation (EMA weights) after step 2 and at the end */
+    o.val_every = 2;
     o.run_dir = run;
     o.config = "tiny";
     o.sets[o.n_sets++] = "data.crop_size=32";
@@ -41,6 +46,7 @@ static mf_status train(const char *data, const char *run, mf_ctx *trunk, bool of
     MF_TRY(mf_dist_init(&dist, NULL, NULL, false));
     mf_trainer_result res;
     mf_status st = mf_trainer_run(&o, &dist, &res);
+    *val_lddt = res.last_val_lddt_ca;
     mf_dist_finalize(&dist);
     if (quiet) fclose(quiet);
     return st;
@@ -115,15 +121,21 @@ int main(void)
     MF_TEST_OK(mf_test_ctx_cpu(&trunk, &tarena, (size_t)256 << 20));
     const char *names[4] = {"one", "split", "one_offload", "split_offload"};
     char runs[4][320];
+    double val[4] = {0};
     for (int k = 0; k < 4; k++) {
         snprintf(runs[k], sizeof runs[k], "%s/%s", g_tmp, names[k]);
-        mf_status st = train(data, runs[k], k % 2 ? &trunk : NULL, k >= 2);
+        mf_status st = train(data, runs[k], k % 2 ? &trunk : NULL, k >= 2, &val[k]);
         MF_TEST_TRUE(st == MF_OK, "run %s: %s", names[k], st ? mf_last_error() : "");
         MF_TEST_TRUE(mf_arena_used(&tarena) == 0, "run %s left %zu bytes in the trunk arena",
                      names[k], mf_arena_used(&tarena));
     }
     printf("memfold train, tiny config, crambin: the trunk on a second CPU context\n");
     compare_runs(runs[0], runs[1], "trunk context vs one context");
+    /* validation ran with the EMA weights in the trunk's mirror, then the parameters went back */
+    MF_TEST_TRUE(val[0] == val[1] && val[2] == val[3] && isfinite(val[0]),
+                 "validation lDDT-Ca: %.9f vs %.9f, %.9f vs %.9f", val[0], val[1], val[2], val[3]);
+    printf("  validation lDDT-Ca (EMA weights, trunk on the second context): %.6f = %.6f\n", val[1],
+           val[0]);
     compare_runs(runs[2], runs[3],
                  "trunk context vs one context, recompute block + checkpoints offloaded");
     mf_test_ctx_free(&trunk, &tarena);

@@ -232,15 +232,17 @@ cleanup:
 }
 
 /* Inference with the EMA weights on every validation chain; the means of lDDT-Ca (against the true
- * structure, AF2's 15 A inclusion radius) and of pLDDT. */
-static mf_status validate(mf_ctx *ctx, const mf_alphafold_model *m, const val_set *v,
-                          double *lddt_ca, double *plddt)
+ * structure, AF2's 15 A inclusion radius) and of pLDDT. With a trunk context the trunk runs there
+ * on tm (the caller has put the EMA weights into it). */
+static mf_status validate(mf_ctx *ctx, const mf_alphafold_model *m, mf_ctx *tctx,
+                          const mf_alphafold_model *tm, const val_set *v, double *lddt_ca,
+                          double *plddt)
 {
     double sum_lddt = 0, sum_plddt = 0;
     for (int c = 0; c < v->count; c++) {
         const val_chain *vc = &v->chains[c];
         mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
-        mf_alphafold_options ao = {.num_iterations = 0};
+        mf_alphafold_options ao = {.num_iterations = 0, .trunk_ctx = tctx, .trunk_model = tm};
         mf_alphafold_outputs out;
         mf_status st = mf_alphafold_inference(ctx, m, &vc->f, &ao, &out);
         double *pred = NULL;
@@ -399,6 +401,7 @@ typedef struct {
     mf_param_store tp, tgs;
     mf_arena *tarena;
     mf_arena_mark_t tmark;
+    mf_ctx *tctx;
     mf_alphafold_model *tm, *tg;
     mf_train_log log;
     bool log_open;
@@ -415,6 +418,8 @@ static void run_free(run_state *r)
     free(r->tm);
     free(r->tg);
     if (r->tarena) mf_arena_release(r->tarena, r->tmark);
+    /* the trunk context is the caller's: it keeps no pointer into this run's host arena */
+    if (r->tctx) r->tctx->host_arena = NULL;
     if (r->ctx_ready) mf_ctx_destroy(&r->ctx);
     if (r->arena_ready) mf_arena_destroy(&r->arena);
     val_free(&r->val);
@@ -659,6 +664,7 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
             goto cleanup;
         }
         r->tarena = tctx->arena;
+        r->tctx = tctx;
         r->tmark = mf_arena_mark(tctx->arena);
         tctx->policy = r->ctx.policy;
         tctx->host_arena = r->ctx.policy.offload ? &r->arena : NULL;
@@ -779,7 +785,12 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
             r->val.count > 0 &&
             ((o->val_every > 0 && state.step % o->val_every == 0) || state.step == o->total_steps);
         if (val_now) {
-            MF_TRY_GOTO(validate(&r->ctx, r->m_ema, &r->val, &val_lddt, &val_plddt));
+            /* on the trunk context: its parameters' mirror holds the EMA weights meanwhile */
+            if (tctx) MF_TRY_GOTO(mf_param_store_copy_values(&r->tp, &r->ema_views));
+            st = validate(&r->ctx, r->m_ema, tctx, tctx ? r->tm : NULL, &r->val, &val_lddt,
+                          &val_plddt);
+            if (tctx && st == MF_OK) st = mf_param_store_copy_values(&r->tp, &r->store);
+            MF_TRY_GOTO(st);
             res->last_val_lddt_ca = val_lddt;
         }
         if (rank0) {

@@ -51,6 +51,14 @@ extern "C" int mf_cuda_sync_launches(void)
     return cached;
 }
 
+extern "C" mf_status mf_cuda_set_device(int index)
+{
+    const int n = mf_cuda_device_count();
+    MF_REQUIRE(n > 0, "no CUDA device");
+    MF_CUDA_CHECK(cudaSetDevice((index % n + n) % n));
+    return MF_OK;
+}
+
 extern "C" void mf_cuda_free(void *p)
 {
     /* Nothing useful can be done with a failure while freeing; clear it so it is not reported

@@ -16,6 +16,8 @@ struct mf_cuda_state;
 /* Number of usable CUDA devices; 0 when the driver or a GPU is missing (never an error). */
 int mf_cuda_device_count(void);
 mf_status mf_cuda_malloc(size_t bytes, void **out);
+/* Makes GPU (index mod the device count) this thread's current device. */
+mf_status mf_cuda_set_device(int index);
 void mf_cuda_free(void *p);
 mf_status mf_cuda_memset0(void *p, size_t bytes);
 /* Host <-> device copies (synchronous on the context's stream). */

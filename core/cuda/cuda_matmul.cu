@@ -167,8 +167,8 @@ extern "C" mf_status mf_cuda_matmul(mf_ctx *ctx, mf_tensor *c, const mf_tensor *
 }
 
 /* grad [batch_g, rows, cols] += gemm over the full batch; a gradient whose operand was broadcast
- * (batch_g == 1 < batch) is computed per batch entry into scratch and summed over the batch in a
- * fixed order (cuBLAS cannot accumulate several batch entries into one matrix safely). */
+ * (batch_g == 1 < batch) takes the batch entries one after the other (cuBLAS cannot accumulate
+ * several batch entries of one strided-batched call into one matrix safely). */
 static mf_status grad_gemm(mf_ctx *ctx, float *grad, int64_t batch_g, const void *p, bool tp,
                            int64_t batch_p, const void *q, bool tq, int64_t batch_q, mf_dtype dt,
                            int64_t batch, int64_t rows, int64_t cols, int64_t inner, float alpha)
@@ -176,13 +176,17 @@ static mf_status grad_gemm(mf_ctx *ctx, float *grad, int64_t batch_g, const void
     if (batch_g == batch)
         return mf_cuda_gemm(ctx, grad, p, tp, q, tq, dt, batch, batch_p, batch_q, rows, cols, inner,
                             alpha, 1.0f);
-    float *tmp = NULL;
-    MF_TRY(mf_arena_alloc(ctx->arena, (size_t)(batch * rows * cols) * sizeof(float),
-                          "cuda matmul broadcast gradient", (void **)&tmp));
-    MF_TRY(mf_cuda_gemm(ctx, tmp, p, tp, q, tq, dt, batch, batch_p, batch_q, rows, cols, inner,
-                        alpha, 0.0f));
-    mf_colsum_plain f = {tmp, batch, rows * cols};
-    return mf_cuda_colsum(ctx, grad, f, 1, batch, rows * cols, 1.0f, true);
+    /* a broadcast operand's gradient: the batch entries' products added into it one after the
+     * other, as on the CPU (no [batch, rows, cols] scratch: for the extra-MSA outer product mean's
+     * backward that would be batch x S x N x c tens of GiB) */
+    const size_t es = mf_dtype_size(dt);
+    for (int64_t i = 0; i < batch; i++) {
+        const char *pi = (const char *)p + (batch_p == batch ? (size_t)(i * rows * inner) * es : 0);
+        const char *qi = (const char *)q + (batch_q == batch ? (size_t)(i * inner * cols) * es : 0);
+        MF_TRY(
+            mf_cuda_gemm(ctx, grad, pi, tp, qi, tq, dt, 1, 1, 1, rows, cols, inner, alpha, 1.0f));
+    }
+    return MF_OK;
 }
 
 static mf_status matmul_backward_impl(mf_ctx *ctx, mf_tensor *da, mf_tensor *db,
