@@ -3,6 +3,8 @@
  * no arena space; the matrix products take what ops_memplan.c says. */
 #include "model/embedders_memplan.h"
 
+#include "core/cuda/scatter_slabs.h"
+
 /* embedders.c slice_rows: dim-0 slices of the policy's chunk size (0: everything at once). */
 static int64_t slice_rows(const mf_memsim *s, int64_t rows)
 {
@@ -10,13 +12,15 @@ static int64_t slice_rows(const mf_memsim *s, int64_t rows)
     return c > 0 && c < rows ? c : rows;
 }
 
-/* mf_gather_rows / mf_scatter_add_rows: the CPU reads host indices in place; on a GPU the model
- * runs the embedders as the trunk of a split run, which sends the bins up once
- * (model/alphafold.c, train_step.c up()), so the op uses them in place too and no index copy
- * (cuda_layout.cu device_indices, for host indices) is taken. */
-static void plan_rows_op(mf_memsim *s, int64_t n, int64_t cols)
+/* mf_gather_rows / mf_scatter_add_rows of m index rows of `cols` columns with a table of n rows.
+ * The CPU reads host indices in place. On a GPU the model runs the embedders as the trunk of a
+ * split run, which sends the bins up once (model/alphafold.c, train_step.c up()), so the op uses
+ * them in place too (no index copy); its deterministic scatter takes the slabs' partial tables
+ * (core/cuda/scatter_slabs.h) while it runs. */
+static void plan_rows_op(mf_memsim *s, int64_t m, int64_t n, int64_t cols, bool scatter)
 {
-    (void)s, (void)n, (void)cols;
+    const int64_t S = scatter && s->device == MF_DEV_CUDA ? mf_scatter_slabs(m, n, cols) : 0;
+    if (S > 0) mf_memsim_transient(s, mf_mem_round((size_t)(S * n * cols) * sizeof(float)));
 }
 
 /* embedders.c bias_grad_rows: a [1, C] sum kept until the module's mark is released. */
@@ -49,7 +53,7 @@ void mf_input_embedder_plan_forward(mf_memsim *s, int64_t n_seq, int64_t n_res,
     if (accumulate) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, ci * N * Cz);
     for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, ci)) {
         const int64_t c = N - i0 < ci ? N - i0 : ci;
-        plan_rows_op(s, c * N, Cz);
+        plan_rows_op(s, c * N, 2 * d->max_relative_feature + 1, Cz, false);
     }
     mf_memsim_release(s, mark);
 }
@@ -69,7 +73,7 @@ void mf_input_embedder_plan_backward(mf_memsim *s, int64_t n_seq, int64_t n_res,
     }
     if (dpair) {
         if (dparams) {
-            plan_rows_op(s, N * N, Cz);
+            plan_rows_op(s, N * N, 2 * d->max_relative_feature + 1, Cz, true);
             plan_bias_grad_rows(s, Cz);
         }
         if (dtarget_feat || dparams) {
@@ -102,7 +106,7 @@ void mf_recycling_embedder_plan_forward(mf_memsim *s, int64_t n_res,
     mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, ci * N * Cz);
     for (int64_t i0 = 0; i0 < N; i0 = mf_plan_next_slice(i0, N, ci)) {
         const int64_t c = N - i0 < ci ? N - i0 : ci;
-        plan_rows_op(s, c * N, Cz);
+        plan_rows_op(s, c * N, d->num_bins, Cz, false);
     }
     mf_memsim_release(s, mark);
 }
@@ -115,7 +119,7 @@ void mf_recycling_embedder_plan_backward(mf_memsim *s, int64_t n_res,
     const int64_t N = n_res;
     mf_memsim_mark_t mark = mf_memsim_mark(s);
     if (dz_update && dparams) {
-        plan_rows_op(s, N * N, d->c_z);
+        plan_rows_op(s, N * N, d->num_bins, d->c_z, true);
         plan_bias_grad_rows(s, d->c_z);
     }
     mf_memsim_release(s, mark);

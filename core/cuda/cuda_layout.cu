@@ -1,6 +1,7 @@
 /* Layout, reductions and indexing on the device: transpose of the two leading dims, sums over a
  * middle axis (deterministic, cuda_reduce.cuh), row gather and its scatter-add backward. */
 #include "core/cuda/cuda_reduce.cuh"
+#include "core/cuda/scatter_slabs.h"
 
 /* Indexed by the output so writes are coalesced along C (and along A when C is small). */
 __global__ static void transpose01_kernel(float *y, const float *x, int64_t A, int64_t B, int64_t C,
@@ -40,8 +41,22 @@ __global__ static void gather_rows_kernel(float *y, const float *x, const int32_
     }
 }
 
-/* atomicAdd: rows hit by several indices receive their terms in an unspecified order, so the
- * result is not bitwise deterministic when idx repeats (it is exact when it does not). */
+/* The deterministic scatter (scatter_slabs.h): pass 1 per (slab, column), pass 2 per element. */
+__global__ static void scatter_slab_kernel(float *partial, const float *dy, const int32_t *idx,
+                                           int64_t m, int64_t n, int64_t C, int64_t S)
+{
+    MF_GRID_LOOP(t, S * C) mf_scatter_slab_body(partial, dy, idx, m, n, C, S, t);
+}
+
+__global__ static void scatter_sum_kernel(float *dx, const float *partial, int64_t n, int64_t C,
+                                          int64_t S)
+{
+    MF_GRID_LOOP(e, n * C) mf_scatter_sum_body(dx, partial, n, C, S, e);
+}
+
+/* atomicAdd, for tables too large for the slabs' partials: rows hit by several indices receive
+ * their terms in an unspecified order, so the result is not bitwise deterministic when idx
+ * repeats (it is exact when it does not). */
 __global__ static void scatter_add_rows_kernel(float *dx, const float *dy, const int32_t *idx,
                                                int64_t m, int64_t n, int64_t C)
 {
@@ -163,6 +178,17 @@ static mf_status rows_impl(mf_ctx *ctx, mf_tensor *dst, const mf_tensor *src, co
     const int32_t *d_idx = NULL;
     MF_TRY(device_indices(ctx, idx, n, op, &d_idx));
     const unsigned blocks = mf_cuda_blocks(m * C, MF_CUDA_THREADS);
+    const int64_t S = scatter ? mf_scatter_slabs(m, n, C) : 0;
+    if (scatter && S > 0) {
+        float *partial = NULL;
+        MF_TRY(mf_arena_alloc(ctx->arena, (size_t)(S * n * C) * sizeof(float),
+                              "cuda scatter partials", (void **)&partial));
+        MF_CUDA_CHECK(
+            cudaMemsetAsync(partial, 0, (size_t)(S * n * C) * sizeof(float), ctx->cuda->stream));
+        MF_LAUNCH(scatter_slab_kernel, S * C, partial, (const float *)src->data, d_idx, m, n, C, S);
+        MF_LAUNCH(scatter_sum_kernel, n * C, (float *)dst->data, partial, n, C, S);
+        return MF_OK;
+    }
     if (scatter)
         scatter_add_rows_kernel<<<blocks, MF_CUDA_THREADS, 0, ctx->cuda->stream>>>(
             (float *)dst->data, (const float *)src->data, d_idx, m, n, C);

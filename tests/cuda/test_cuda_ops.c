@@ -655,7 +655,7 @@ static void test_gather_scatter(bool idx_on_device)
     MF_TEST_OK(mf_gather_rows(&g_cpu, &y.cpu, &x.cpu, &idx_cpu));
     MF_TEST_OK(mf_cuda_gather_rows(&g_gpu, &y.gpu, &x.gpu, &idx_gpu));
     check("gather_rows y", &y, TOL_F32);
-    /* atomicAdd: a row hit k times sums k terms in any order, so within f32 rounding. */
+    /* the slab scatter sums a row's terms in another association than the CPU's loop */
     buf dy = RAND(112, 1.0f, m, C), dx = RAND(113, 1.0f, n, C);
     MF_TEST_OK(mf_scatter_add_rows(&g_cpu, &dx.cpu, &dy.cpu, &idx_cpu));
     MF_TEST_OK(mf_cuda_scatter_add_rows(&g_gpu, &dx.gpu, &dy.gpu, &idx_gpu));
@@ -680,7 +680,14 @@ static void run_twice_bitwise(const char *name, buf *out, mf_status (*op)(void *
 
 typedef struct {
     buf *dgamma, *dbeta, *dy, *x, *mean, *rstd, *gamma, *y, *dbias, *da, *db, *a, *b;
+    const mf_tensor *idx;
 } det_args;
+
+static mf_status det_scatter(void *ud)
+{
+    det_args *d = ud;
+    return mf_cuda_scatter_add_rows(&g_gpu, &d->da->gpu, &d->dy->gpu, d->idx);
+}
 
 static mf_status det_dgamma(void *ud)
 {
@@ -735,6 +742,19 @@ static void test_determinism(void)
     buf dc = RAND(132, 1.0f, 9, 37, 29), da = RAND(133, 1.0f, 1, 37, 45);
     det_args mm = {.a = &a, .b = &b, .dy = &dc, .da = &da};
     run_twice_bitwise("matmul_backward da, a broadcast over 9", &da, det_matmul_broadcast, &mm);
+
+    /* the relative-position gradient's shape: N^2 = 97^2 rows into 65 bins (slab scatter) */
+    const int64_t m = 97 * 97, nb = 65, cz = 16;
+    int32_t *ih = hmalloc((size_t)m * sizeof(int32_t));
+    for (int64_t i = 0; i < m; i++) ih[i] = (int32_t)((i / 97 - i % 97 + 200) % nb);
+    mf_tensor idx = mf_tensor_make(ih, MF_I32, MF_DEV_CPU, 1, &m);
+    buf sdy = RAND(134, 1.0f, m, cz), sdx = RAND(135, 1.0f, nb, cz);
+    det_args sc = {.dy = &sdy, .da = &sdx, .idx = &idx};
+    run_twice_bitwise("scatter_add_rows [97^2 rows into 65]", &sdx, det_scatter, &sc);
+    upload(&sdx);
+    MF_TEST_OK(mf_scatter_add_rows(&g_cpu, &sdx.cpu, &sdy.cpu, &idx));
+    MF_TEST_OK(mf_cuda_scatter_add_rows(&g_gpu, &sdx.gpu, &sdy.gpu, &idx));
+    check("scatter_add_rows [97^2 rows into 65] dx +=", &sdx, TOL_F32_SUM);
     case_end();
 }
 
