@@ -6,7 +6,9 @@
  * arena (policy.offload, ctx->host_arena: bf16 copies made on the device, sent down, restored
  * before the recomputation). Device outputs start as NaN. Blocks compose
  * dozens of ops whose sums run in another order on each device, so the check is the whole-model
- * metric max|gpu - cpu| / max|cpu| <= MF_TOL_VEC_MODEL per array. Skips (77) without a GPU. */
+ * metric max|gpu - cpu| / max|cpu| <= MF_TOL_VEC_MODEL per array (parameter gradients against
+ * the largest of them all; 1e-3 for the backward under bf16 checkpoints). Skips (77) without a
+ * GPU. */
 #include "tests/support/mf_test.h"
 
 #ifndef MF_HAVE_CUDA
@@ -127,7 +129,8 @@ static mf_status train_gpu(const h_case *c, h_result *r)
     return st;
 }
 
-static void compare(const char *what, const char *name, const void *gpu, const void *cpu, int64_t n)
+static void compare(const char *what, const char *name, const void *gpu, const void *cpu, int64_t n,
+                    double tol)
 {
     char label[200];
     snprintf(label, sizeof label, "%s: %s", what, name);
@@ -136,7 +139,7 @@ static void compare(const char *what, const char *name, const void *gpu, const v
         mf_test_fail("%s: missing", label);
         return;
     }
-    mf_check_maxrel_f32(label, gpu, cpu, n, MF_TOL_VEC_MODEL);
+    mf_check_maxrel_f32(label, gpu, cpu, n, tol);
 }
 
 static void run(h_kind kind, int64_t nblocks, const mf_policy *pol, const char *pol_name,
@@ -155,19 +158,31 @@ static void run(h_kind kind, int64_t nblocks, const mf_policy *pol, const char *
     MF_TEST_TRUE(sc == MF_OK, "%s: CPU run: %s", what, mf_last_error());
     mf_status sg = train_gpu(&c, &rg);
     MF_TEST_TRUE(sg == MF_OK, "%s: GPU run: %s", what, mf_last_error());
+    /* bf16 checkpoints are formed in f32 in another order on each side before the rounding:
+     * the backward's arrays within 1e-3 then (the forward is f32 on both) */
+    const double tol = pol->storage == MF_BF16 ? 1e-3 : MF_TOL_VEC_MODEL;
     if (sc == MF_OK && sg == MF_OK) {
         if (h_has_msa(&c)) {
-            compare(what, "m out", rg.out_m, rc.out_m, c.nm);
-            compare(what, "dm", rg.dm, rc.dm, c.nm);
+            compare(what, "m out", rg.out_m, rc.out_m, c.nm, MF_TOL_VEC_MODEL);
+            compare(what, "dm", rg.dm, rc.dm, c.nm, tol);
         }
-        compare(what, "z out", rg.out_z, rc.out_z, c.nz);
-        compare(what, "dz", rg.dz, rc.dz, c.nz);
-        /* parameter by parameter, so one with small gradients is held to its own scale */
-        for (int i = 0; i < c.np; i++) {
+        compare(what, "z out", rg.out_z, rc.out_z, c.nz, MF_TOL_VEC_MODEL);
+        compare(what, "dz", rg.dz, rc.dz, c.nz, tol);
+        /* parameter by parameter against the largest gradient of them all (shared/testvectors
+         * README: some gradients are zero in exact arithmetic, e.g. feat_2d_norm's offset, which
+         * adds a constant to every logit of a softmax row; in f32 they are rounding noise, and
+         * noise against noise is of order 1 on any two devices) */
+        const float *gp = rg.dP, *cp = rc.dP;
+        double scale = 0;
+        for (int64_t e = 0; cp && e < c.nparam; e++) scale = fmax(scale, fabs((double)cp[e]));
+        for (int i = 0; gp && cp && i < c.np; i++) {
             const int64_t per = c.off[i + 1] - c.off[i];
-            compare(what, c.specs[i].name, (const float *)rg.dP + c.off[i],
-                    (const float *)rc.dP + c.off[i], per);
+            char label[200];
+            snprintf(label, sizeof label, "%s: %s (to the largest gradient)", what,
+                     c.specs[i].name);
+            mf_check_close_f32(label, gp + c.off[i], cp + c.off[i], per, tol * scale, 0.0);
         }
+        if (!gp || !cp) mf_test_fail("%s: parameter gradients missing", what);
     }
     h_result_free(&rc);
     h_result_free(&rg);

@@ -65,7 +65,9 @@ static void test_mem_info_and_copies(void)
     mf_arena_destroy(&a);
     size_t free2 = 0;
     MF_TEST_OK(mf_cuda_mem_info(&free2, &total));
-    MF_TEST_TRUE(free2 >= free1 + 255 * MiB, "destroying the arena gave back only %zu bytes",
+    /* 256 MiB given back, less what the runtime may have taken meanwhile for itself (a module
+     * loaded lazily by the first memset, in 2 MiB pages) */
+    MF_TEST_TRUE(free2 >= free1 + 248 * MiB, "destroying the arena gave back only %zu bytes",
                  free2 > free1 ? free2 - free1 : 0);
 }
 
