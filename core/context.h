@@ -33,7 +33,8 @@ void mf_ctx_destroy(mf_ctx *ctx);
 mf_status mf_ctx_init_cuda(mf_ctx *ctx, mf_arena *arena, size_t bytes);
 /* Under mpirun: the GPU of this rank's position on its node (OMPI_COMM_WORLD_LOCAL_RANK,
  * MPI_LOCALRANKID or SLURM_LOCALID, else `rank`), modulo the node's GPUs, made current before
- * mf_ctx_init_cuda; so ranks do not all share GPU 0. Prints nothing; returns the index chosen. */
+ * mf_ctx_init_cuda; so ranks do not all share GPU 0. Prints nothing; *chosen (or NULL) gets the
+ * local rank found (the device is that modulo the GPU count). */
 mf_status mf_cuda_select_local_device(int rank, int *chosen);
 /* Waits for every op queued on the context (a GPU's stream); nothing to wait for on the CPU. */
 mf_status mf_ctx_synchronize(const mf_ctx *ctx);

@@ -5,6 +5,8 @@
 #include "core/cpu/cpu_backend.h"
 #include "memopt/memplan.h"
 
+#include "core/cuda/colsum_slabs.h"
+
 /* The workspace of one mf_cpu_gemm of descriptor g (CPU: asked of the oneDNN path itself). */
 static void gemm_desc(mf_memsim *s, const mf_cpu_gemm_desc *g, bool bias)
 {
@@ -48,11 +50,26 @@ void mf_plan_linear_forward(mf_memsim *s, int64_t rows, int64_t in, int64_t out,
 void mf_plan_linear_backward(mf_memsim *s, int64_t rows, int64_t in, int64_t out, bool dx, bool dw,
                              bool db)
 {
+    if (s->device == MF_DEV_CUDA) {
+        /* cuda_matmul.cu linear_backward_impl: dy's bf16 copy, then w's (for dx), then x's (for
+         * dw), all held until the op returns; then db's column sum and its partial sums */
+        mf_memsim_mark_t m = mf_memsim_mark(s);
+        if (s->policy.compute == MF_BF16) {
+            if (dx || dw) mf_memsim_tensor(s, MF_MEM_WORK, MF_BF16, rows * out);
+            if (dx) mf_memsim_tensor(s, MF_MEM_WORK, MF_BF16, in * out);
+            if (dw) mf_memsim_tensor(s, MF_MEM_WORK, MF_BF16, rows * in);
+        }
+        if (db) {
+            const int64_t p = mf_colsum_partial_floats(1, rows, out);
+            if (p > 0) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, p);
+        }
+        mf_memsim_release(s, m);
+        return;
+    }
     if (dx) mf_plan_gemm(s, 1, 1, 1, rows, in, out, false, true, true, false);
     if (dw) mf_plan_gemm(s, 1, 1, 1, in, out, rows, true, false, true, false);
-    /* column sums: double partials per block of 512 rows (ops_matmul.c); CUDA reduces on the
-     * device without arena scratch */
-    if (db && s->device == MF_DEV_CPU && rows > 0 && out > 0)
+    /* column sums: double partials per block of 512 rows (ops_matmul.c) */
+    if (db && rows > 0 && out > 0)
         mf_memsim_transient(s, mf_mem_round((size_t)(((rows + 511) / 512) * out) * sizeof(double)));
 }
 
