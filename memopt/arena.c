@@ -85,6 +85,13 @@ mf_status mf_tensor_transfer(mf_tensor *dst, const mf_tensor *src, const char *w
     return MF_OK;
 }
 
+mf_status mf_arena_copy(mf_arena *a, mf_tensor *out, const mf_tensor *src, const char *label)
+{
+    const mf_tensor s = *src;
+    MF_TRY(mf_arena_tensor(a, out, s.dtype, s.ndim, s.shape, label));
+    return mf_tensor_transfer(out, &s, label);
+}
+
 mf_status mf_arena_init(mf_arena *a, mf_device device, size_t capacity, const char *name)
 {
     memset(a, 0, sizeof *a);

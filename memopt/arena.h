@@ -85,5 +85,8 @@ mf_status mf_device_copy(mf_device dst_device, void *dst, mf_device src_device, 
 /* dst = src across devices (the host and a GPU, either way): same dtype and shape; the names
  * appear in the error when they differ. */
 mf_status mf_tensor_transfer(mf_tensor *dst, const mf_tensor *src, const char *what);
+/* *out = a copy of src (on any device) in arena a, on a's device: same dtype and shape, under
+ * `label`. out may be src. */
+mf_status mf_arena_copy(mf_arena *a, mf_tensor *out, const mf_tensor *src, const char *label);
 
 #endif

@@ -50,8 +50,7 @@ mf_status mf_restore_checkpoint(mf_ctx *ctx, mf_tensor *dst, const mf_tensor *ck
     if (ckpt->dtype == dst->dtype) return mf_tensor_transfer(dst, ckpt, label);
     mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
     mf_tensor c;
-    mf_status st = mf_arena_tensor(ctx->arena, &c, ckpt->dtype, ckpt->ndim, ckpt->shape, label);
-    if (st == MF_OK) st = mf_tensor_transfer(&c, ckpt, label);
+    mf_status st = mf_arena_copy(ctx->arena, &c, ckpt, label);
     if (st == MF_OK) st = mf_convert(ctx, dst, &c);
     mf_arena_release(ctx->arena, mark);
     return st;

@@ -190,8 +190,7 @@ static mf_status emit(const hook_state *h, const char *stage, const char *name, 
     MF_REQUIRE(h->host, "hook %s/%s: no host arena for a device tensor", stage, name);
     mf_arena_mark_t mark = mf_arena_mark(h->host);
     mf_tensor c;
-    mf_status st = mf_arena_tensor(h->host, &c, MF_F32, x->ndim, x->shape, "alphafold.hook");
-    if (st == MF_OK) st = mf_tensor_transfer(&c, x, name);
+    mf_status st = mf_arena_copy(h->host, &c, x, "alphafold.hook");
     if (st == MF_OK) st = emit_dims(h, stage, name, t, c.data, c.ndim, c.shape);
     mf_arena_release(h->host, mark);
     return st;
@@ -235,8 +234,7 @@ static mf_status up(const iteration *it, const mf_tensor *src, mf_tensor *out, c
         *out = *src;
         return MF_OK;
     }
-    MF_TRY(mf_arena_tensor(it->tctx->arena, out, src->dtype, src->ndim, src->shape, label));
-    return mf_tensor_transfer(out, src, label);
+    return mf_arena_copy(it->tctx->arena, out, src, label);
 }
 
 /* Stage code takes marks on both arenas (the same one on a single context) and releases both. */
@@ -561,10 +559,7 @@ static mf_status heads(iteration *it, const mf_alphafold_options *opt, mf_alphaf
     if (opt->all_heads) {
         mf_tensor msa_s = mf_tensor_slice0(&it->msa, 0, it->x->S), hmsa = msa_s;
         mf_arena_mark_t mark = mf_arena_mark(ctx->arena);
-        if (split(it)) {
-            MF_TRY(arena_f32(ctx, &hmsa, 3, msa_s.shape, "alphafold.msa_host"));
-            MF_TRY(mf_tensor_transfer(&hmsa, &msa_s, "alphafold.msa"));
-        }
+        if (split(it)) MF_TRY(mf_arena_copy(ctx->arena, &hmsa, &msa_s, "alphafold.msa_host"));
         MF_TRY(mf_distogram_head_forward(ctx, &out->distogram_logits, false, NULL, it->hz,
                                          &m->distogram, hd));
         MF_TRY(mf_masked_msa_head_forward(ctx, &out->masked_msa_logits, false, NULL, &hmsa,

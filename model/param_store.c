@@ -122,8 +122,8 @@ mf_status mf_param_store_mirror(const mf_param_store *src, mf_arena *arena, mf_p
     for (int i = 0; i < src->count; i++) {
         const mf_param_entry *e = &src->entries[i];
         mf_tensor t;
-        MF_TRY(mf_arena_tensor(arena, &t, MF_F32, e->tensor.ndim, e->tensor.shape, "params"));
-        MF_TRY(mf_tensor_transfer(&t, &e->tensor, e->name));
+        mf_status st = mf_arena_copy(arena, &t, &e->tensor, "params");
+        if (st != MF_OK) return mf_error_context(st, "parameter mirror: %s", e->name);
         MF_TRY(add_entry(dst, e->name, t.ndim, t.shape, t.data, false));
         dst->entries[dst->count - 1].tensor.device = arena->device;
     }

@@ -78,21 +78,17 @@ static mf_status tzeros(trainer *s, mf_tensor *t, int ndim, const int64_t *shape
  * arena. out may be src. */
 static mf_status up(trainer *s, const mf_tensor *src, mf_tensor *out, const char *lab)
 {
-    const mf_tensor h = *src;
-    *out = h;
-    if (!split(s)) return MF_OK;
-    MF_TRY(mf_arena_tensor(s->tctx->arena, out, h.dtype, h.ndim, h.shape, lab));
-    return mf_tensor_transfer(out, &h, lab);
+    if (split(s)) return mf_arena_copy(s->tctx->arena, out, src, lab);
+    *out = *src;
+    return MF_OK;
 }
 
 /* Trunk tensor src on the host: src itself on a single context, else a copy in ctx's arena. */
 static mf_status down(trainer *s, const mf_tensor *src, mf_tensor *out, const char *lab)
 {
-    const mf_tensor t = *src;
-    *out = t;
-    if (!split(s)) return MF_OK;
-    MF_TRY(mf_arena_tensor(s->ctx->arena, out, t.dtype, t.ndim, t.shape, lab));
-    return mf_tensor_transfer(out, &t, lab);
+    if (split(s)) return mf_arena_copy(s->ctx->arena, out, src, lab);
+    *out = *src;
+    return MF_OK;
 }
 
 /* Feature `name` of the trained slice, stored as `stored` with the given shape (-1: any). With
@@ -879,8 +875,8 @@ mf_status mf_train_merge_trunk_grads(mf_param_store *trunk, mf_param_store *host
         const int64_t n = mf_tensor_numel(h);
         mf_arena_mark_t mark = mf_arena_mark(scratch);
         mf_tensor c;
-        mf_status st = mf_arena_tensor(scratch, &c, MF_F32, t->ndim, t->shape, "train.trunk_grad");
-        if (st == MF_OK) st = mf_tensor_transfer(&c, t, trunk->entries[i].name);
+        mf_status st = mf_arena_copy(scratch, &c, t, "train.trunk_grad");
+        if (st != MF_OK) mf_error_context(st, "%s", trunk->entries[i].name);
         if (st == MF_OK) {
             float *hd = h->data;
             const float *cd = c.data;
