@@ -200,6 +200,17 @@ void mf_arena_release(mf_arena *a, mf_arena_mark_t m)
     a->offset = m.offset;
 }
 
+mf_arena_mark2_t mf_arena_mark2(mf_arena *a, mf_arena *b)
+{
+    return (mf_arena_mark2_t){a, b, mf_arena_mark(a), mf_arena_mark(b)};
+}
+
+void mf_arena_release2(mf_arena_mark2_t m)
+{
+    mf_arena_release(m.b, m.mb);
+    mf_arena_release(m.a, m.ma);
+}
+
 void mf_arena_reset(mf_arena *a)
 {
     mf_arena_release(a, (mf_arena_mark_t){0, 0});

@@ -61,6 +61,14 @@ mf_status mf_arena_zeros(mf_arena *a, mf_tensor *out, mf_dtype dtype, int ndim,
 
 mf_arena_mark_t mf_arena_mark(const mf_arena *a);
 void mf_arena_release(mf_arena *a, mf_arena_mark_t m);
+/* Marks on two arenas taken together (the host's and a trunk context's; the same arena twice is
+ * fine) and released together, the second arena first. */
+typedef struct {
+    mf_arena *a, *b;
+    mf_arena_mark_t ma, mb;
+} mf_arena_mark2_t;
+mf_arena_mark2_t mf_arena_mark2(mf_arena *a, mf_arena *b);
+void mf_arena_release2(mf_arena_mark2_t m);
 void mf_arena_reset(mf_arena *a);
 /* Restart peak accounting from the current usage (for measuring one phase). */
 void mf_arena_reset_peak(mf_arena *a);

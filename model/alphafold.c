@@ -238,19 +238,9 @@ static mf_status up(const iteration *it, const mf_tensor *src, mf_tensor *out, c
 }
 
 /* Stage code takes marks on both arenas (the same one on a single context) and releases both. */
-typedef struct {
-    mf_arena_mark_t host, trunk;
-} marks;
-
-static marks take_marks(const iteration *it)
+static mf_arena_mark2_t take_marks(const iteration *it)
 {
-    return (marks){mf_arena_mark(it->ctx->arena), mf_arena_mark(it->tctx->arena)};
-}
-
-static void release_marks(const iteration *it, marks k)
-{
-    mf_arena_release(it->tctx->arena, k.trunk);
-    mf_arena_release(it->ctx->arena, k.host);
+    return mf_arena_mark2(it->ctx->arena, it->tctx->arena);
 }
 
 /* Alg. 3, 4 and 32: z_prev becomes the recycling update in place, then the input embedder's
@@ -261,7 +251,7 @@ static mf_status embed_inputs(iteration *it)
     const mf_alphafold_model *m = it->tm;
     const features *x = it->x;
     const int64_t N = x->N, S = x->S, Cm = m->input_dims.c_m, Cz = m->input_dims.c_z;
-    marks mark = take_marks(it);
+    mf_arena_mark2_t mark = take_marks(it);
     mf_status st = MF_OK;
     mf_tensor pb, hbins, bins, m1u, target_feat, msa_feat;
     MF_TRY_GOTO(arena_f32(ctx, &pb, 2, (const int64_t[]){N, 3}, "alphafold.prev_pseudo_beta"));
@@ -300,7 +290,7 @@ static mf_status embed_inputs(iteration *it)
     mf_tensor row0 = row(&it->msa, 0);
     MF_TRY_GOTO(mf_add(tctx, &row0, &row0, &m1u));
 cleanup:
-    release_marks(it, mark);
+    mf_arena_release2(mark);
     return st;
 }
 
@@ -313,7 +303,7 @@ static mf_status embed_templates(iteration *it)
     const int64_t N = x->N, S = x->S, T = x->T;
     const int64_t Ct = m->template_pair_dims.c_t, F = m->template_pair_dims.pair_feat_dim;
     const bool hook = it->h.opt->hook != NULL;
-    marks mark = take_marks(it);
+    mf_arena_mark2_t mark = take_marks(it);
     mf_status st = MF_OK;
     MF_TRY_GOTO(emit(&it->h, "template_embedder", "in_pair", -1, it->z));
     mf_tensor t_all, t_mask;
@@ -325,7 +315,7 @@ static mf_status embed_templates(iteration *it)
         mf_tensor aa = row(&x->t_aatype, t), pos = row(&x->t_positions, t);
         mf_tensor am = row(&x->t_atom_mask, t);
         /* the 88-channel feature a slice of rows at a time: never [N, N, 88] at once */
-        marks fm = take_marks(it);
+        mf_arena_mark2_t fm = take_marks(it);
         mf_tensor feat;
         MF_TRY_GOTO(
             arena_f32(ctx, &feat, 3, (const int64_t[]){cr, N, F}, "alphafold.template_pair_feat"));
@@ -342,7 +332,7 @@ static mf_status embed_templates(iteration *it)
         }
         if (hook)
             MF_TRY_GOTO(emit(&it->h, "template_pair_embedder", "in_template_pair_feat", t, &feat));
-        release_marks(it, fm);
+        mf_arena_release2(fm);
         MF_TRY_GOTO(emit(&it->h, "template_pair_embedder", "out", t, &tt));
         MF_TRY_GOTO(emit(&it->h, "template_pair_stack", "in_t", t, &tt));
         if (m->template_stack_blocks > 0) {
@@ -377,7 +367,7 @@ static mf_status embed_templates(iteration *it)
                                                             &t_mask, &m->template_pointwise,
                                                             &m->template_pointwise_dims));
     }
-    release_marks(it, mark);
+    mf_arena_release2(mark);
 
     if (m->template_torsions) {
         /* Alg. 2 lines 7-8: T rows appended to the MSA, their mask the psi mask. */
@@ -395,7 +385,7 @@ static mf_status embed_templates(iteration *it)
         MF_TRY_GOTO(emit(&it->h, "template_embedder", "out_template_single_embedding", -1, &rows));
     }
 cleanup:
-    release_marks(it, mark);
+    mf_arena_release2(mark);
     return st;
 }
 
@@ -408,7 +398,7 @@ static mf_status extra_msa(iteration *it)
     const int64_t N = x->N, Ce = m->extra_msa_dims.c_e;
     /* E = 0: one fully masked row, the same z as AF2's padding to a fixed row count */
     const int64_t E = x->E > 0 ? x->E : 1;
-    marks mark = take_marks(it);
+    mf_arena_mark2_t mark = take_marks(it);
     mf_status st = MF_OK;
     mf_tensor a, mask, feat, tfeat;
     MF_TRY_GOTO(arena_f32(tctx, &a, 3, (const int64_t[]){E, N, Ce}, "alphafold.extra_msa"));
@@ -419,7 +409,7 @@ static mf_status extra_msa(iteration *it)
                                    "alphafold.extra_msa_mask"));
     }
     {
-        marks fm = take_marks(it);
+        mf_arena_mark2_t fm = take_marks(it);
         MF_TRY_GOTO(mf_arena_zeros(ctx->arena, &feat, MF_F32, 3,
                                    (const int64_t[]){E, N, m->extra_msa_dims.extra_msa_feat_dim},
                                    "alphafold.extra_msa_feat"));
@@ -430,7 +420,7 @@ static mf_status extra_msa(iteration *it)
         MF_TRY_GOTO(mf_extra_msa_embedder_forward(tctx, &a, false, NULL, &tfeat, &m->extra_msa,
                                                   &m->extra_msa_dims));
         MF_TRY_GOTO(emit(&it->h, "extra_msa_embedder", "in_extra_msa_feat", -1, &feat));
-        release_marks(it, fm);
+        mf_arena_release2(fm);
     }
     MF_TRY_GOTO(emit(&it->h, "extra_msa_embedder", "out", -1, &a));
     MF_TRY_GOTO(emit(&it->h, "extra_msa_stack", "in_a", -1, &a));
@@ -443,7 +433,7 @@ static mf_status extra_msa(iteration *it)
     }
     MF_TRY_GOTO(emit(&it->h, "extra_msa_stack", "out_z", -1, it->z));
 cleanup:
-    release_marks(it, mark);
+    mf_arena_release2(mark);
     return st;
 }
 
@@ -726,7 +716,7 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
         it.x = &x;
         it.h.r = r;
         const int64_t Tr = m->template_torsions ? x.T : 0; /* template rows of the MSA */
-        marks im = take_marks(&it);
+        mf_arena_mark2_t im = take_marks(&it);
         double t0 = now_seconds(), t1;
         MF_TRY_GOTO(arena_f32(tctx, &it.msa, 3, (const int64_t[]){x.S + Tr, N, m->input_dims.c_m},
                               "alphafold.msa"));
@@ -794,7 +784,7 @@ mf_status mf_alphafold_inference(mf_ctx *ctx, const mf_alphafold_model *m,
         if (last) MF_TRY_GOTO(heads(&it, opt, out));
         out->stage_seconds[MF_ALPHAFOLD_STAGE_HEADS] += now_seconds() - t0;
         if (last) progress(&it.h, "heads", -1, 0);
-        release_marks(&it, im);
+        mf_arena_release2(im);
         if (last) break;
     }
     if (split(&it)) mf_arena_release(tctx->arena, tstart);

@@ -279,7 +279,7 @@ static mf_status template_embedding(trainer *s, int64_t t, int64_t cr, mf_tensor
 {
     const mf_alphafold_model *m = s->tm;
     const int64_t N = s->N, F = m->template_pair_dims.pair_feat_dim;
-    mf_arena_mark_t fm = mf_arena_mark(s->ctx->arena), tm = mf_arena_mark(s->tctx->arena);
+    const mf_arena_mark2_t fm = mf_arena_mark2(s->ctx->arena, s->tctx->arena);
     mf_tensor feat;
     mf_status st = alloc(s, &feat, 3, (const int64_t[]){cr, N, F}, "train.template_feat");
     for (int64_t i0 = 0; st == MF_OK && i0 < N; i0 += cr) {
@@ -300,8 +300,7 @@ static mf_status template_embedding(trainer *s, int64_t t, int64_t cr, mf_tensor
         }
         if (split(s)) mf_arena_release(s->tctx->arena, um);
     }
-    mf_arena_release(s->tctx->arena, tm);
-    mf_arena_release(s->ctx->arena, fm);
+    mf_arena_release2(fm);
     return st;
 }
 
@@ -388,14 +387,13 @@ static mf_status forward_extra_msa(trainer *s)
         MF_TRY(tzeros(s, &s->extra_mask, 2, (const int64_t[]){E, N}, "train.extra_msa_mask"));
     {
         /* the feature is rebuilt for the backward rather than kept: [E, N, 25] is large */
-        mf_arena_mark_t fm = mf_arena_mark(s->ctx->arena), tm = mf_arena_mark(ctx->arena);
+        const mf_arena_mark2_t fm = mf_arena_mark2(s->ctx->arena, ctx->arena);
         mf_tensor feat;
         mf_status st = extra_feature(s, &feat);
         if (st == MF_OK)
             st = mf_extra_msa_embedder_forward(ctx, &s->a, false, NULL, &feat, &m->extra_msa,
                                                &m->extra_msa_dims);
-        mf_arena_release(ctx->arena, tm);
-        mf_arena_release(s->ctx->arena, fm);
+        mf_arena_release2(fm);
         MF_TRY(st);
     }
     MF_TRY(stack_saved(s, &s->extra_saved, m->extra_stack_blocks));
@@ -643,14 +641,13 @@ static mf_status backward(trainer *s)
             MF_TRY(mf_extra_msa_stack_backward(ctx, &da, &dz, &g->extra_stack, &s->extra_saved,
                                                &s->extra_mask, &s->pair_mask, &m->extra_stack,
                                                &m->extra_stack_dims));
-        mf_arena_mark_t fm = mf_arena_mark(s->ctx->arena), tm = mf_arena_mark(ctx->arena);
+        const mf_arena_mark2_t fm = mf_arena_mark2(s->ctx->arena, ctx->arena);
         mf_tensor feat;
         mf_status st = extra_feature(s, &feat);
         if (st == MF_OK)
             st = mf_extra_msa_embedder_backward(ctx, NULL, &g->extra_msa, &da, NULL, &feat,
                                                 &m->extra_msa, &m->extra_msa_dims);
-        mf_arena_release(ctx->arena, tm);
-        mf_arena_release(s->ctx->arena, fm);
+        mf_arena_release2(fm);
         MF_TRY(st);
     }
     /* dz: d loss / d z1; through z1 = z0 + pointwise attention(z0, templates) */
