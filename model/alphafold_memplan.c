@@ -144,20 +144,9 @@ void mf_alphafold_plan_inference_split(mf_memsim *host, mf_memsim *trunk,
             mf_evoformer_block_plan_forward(p.trunk, S + Tr, N, &m->evoformer_dims, false);
         mf_plan_linear_forward(p.trunk, N, m->cfg.channels.c_m, m->cfg.channels.c_s, true, false);
         mf_structure_module_plan_forward(host, N, &m->sm_dims, false);
-        if (last && !mf_memsim_pair_split(&p))
-            mf_heads_plan_inference(host, S, N, hd, sh->all_heads, m->pae_head);
-        if (last && mf_memsim_pair_split(&p)) { /* heads() with the MSA's first rows brought down */
-            mf_predicted_lddt_head_plan_forward(host, N, hd, false, false);
-            if (sh->all_heads) {
-                const mf_memsim_mark_t hm = mf_memsim_mark(host);
-                f32(host, MF_MEM_WORK, S * N * m->input_dims.c_m);
-                mf_distogram_head_plan_forward(host, N, hd, false);
-                mf_masked_msa_head_plan_forward(host, S, N, hd, false);
-                mf_experimentally_resolved_head_plan_forward(host, N, hd, false);
-                mf_memsim_release(host, hm);
-            }
-            if (m->pae_head) mf_predicted_aligned_error_head_plan_forward(host, N, hd, false);
-        }
+        if (last) /* on a trunk context the MSA's first rows come down for two heads */
+            mf_heads_plan_inference(host, S, N, hd, sh->all_heads, m->pae_head,
+                                    mf_memsim_pair_split(&p) ? S * N * m->input_dims.c_m : 0);
         mf_memsim_pair_release(&p, im);
     }
     /* the outputs, the relative-position bins and the pair mask stay for the caller (on one

@@ -128,12 +128,15 @@ void mf_predicted_lddt_head_plan_backward(mf_memsim *s, int64_t n_res, const mf_
 /* ---- as model/train_step.c and model/alphafold.c run them ---------------------------------- */
 
 void mf_heads_plan_inference(mf_memsim *s, int64_t n_seq, int64_t n_res, const mf_heads_dims *d,
-                             bool all_heads, bool pae_head)
+                             bool all_heads, bool pae_head, int64_t msa_copy)
 {
     mf_predicted_lddt_head_plan_forward(s, n_res, d, false, false);
     if (all_heads) {
+        const mf_memsim_mark_t mark = mf_memsim_mark(s);
+        if (msa_copy > 0) mf_memsim_tensor(s, MF_MEM_WORK, MF_F32, msa_copy);
         mf_distogram_head_plan_forward(s, n_res, d, false);
         mf_masked_msa_head_plan_forward(s, n_seq, n_res, d, false);
+        mf_memsim_release(s, mark);
         mf_experimentally_resolved_head_plan_forward(s, n_res, d, false);
     }
     if (pae_head) mf_predicted_aligned_error_head_plan_forward(s, n_res, d, false);

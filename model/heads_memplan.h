@@ -18,9 +18,11 @@
 #include "structure_module/structure_module.h"
 
 /* alphafold.c heads(): the pLDDT head, with all_heads the distogram, masked MSA and
- * experimentally resolved heads, with pae_head the aligned-error head (logits preallocated). */
+ * experimentally resolved heads, with pae_head the aligned-error head (logits preallocated).
+ * msa_copy: the f32 elements of the MSA's first rows brought down from a trunk context for the
+ * distogram and masked-MSA heads (0 on one context). */
 void mf_heads_plan_inference(mf_memsim *s, int64_t n_seq, int64_t n_res, const mf_heads_dims *d,
-                             bool all_heads, bool pae_head);
+                             bool all_heads, bool pae_head, int64_t msa_copy);
 
 /* train_step.c forward_heads(): the logits (left allocated, MF_MEM_ACTS) and every head's forward
  * with its saved state. */

@@ -521,7 +521,7 @@ static void test_heads(int64_t S, int64_t N, const mf_heads_dims *hd, heads_para
             st = mf_predicted_aligned_error_head_forward(&ctx, &pl, false, NULL, &pair, &hp->pae,
                                                          hd);
         mf_memsim m = sim();
-        mf_heads_plan_inference(&m, S, N, hd, all, pae);
+        mf_heads_plan_inference(&m, S, N, hd, all, pae, 0);
         compare("heads inference", N, st, &p, &m);
     }
     for (int k = 0; k < 4; k++) {
