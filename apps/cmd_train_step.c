@@ -256,19 +256,18 @@ static mf_status report_check(const options *o, mf_train_check_report *r)
 static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
 {
     mf_processed_features f;
-    mf_param_store store, tp, tgs; /* tp, tgs: the GPU's parameters and trunk gradients */
+    mf_param_store store;
     mf_grad_buffer gb;
     mf_processed_init(&f);
     mf_param_store_init(&store);
-    mf_param_store_init(&tp);
-    mf_param_store_init(&tgs);
     memset(&gb, 0, sizeof gb);
     mf_alphafold_model *m = calloc(1, sizeof *m), *g = calloc(1, sizeof *g);
-    mf_alphafold_model *tm = calloc(1, sizeof *tm), *tg = calloc(1, sizeof *tg);
+    /* the GPU's parameters and trunk gradients (--device cuda) */
+    mf_train_trunk *tr = gpu ? calloc(1, sizeof *tr) : NULL;
     float *host = NULL;
     mf_train_check_report rep = {0};
     mf_status st = MF_OK;
-    if (!m || !g || !tm || !tg) {
+    if (!m || !g || (gpu && !tr)) {
         st = MF_ERROR(MF_ERR_NOMEM, "model");
         goto cleanup;
     }
@@ -304,13 +303,8 @@ static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
     }
     MF_TRY_GOTO(mf_grad_buffer_init(&gb, &store, NULL));
     MF_TRY_GOTO(mf_alphafold_bind(g, &cfg, &gb.views));
-    if (gpu) {
-        /* the trunk's parameters and (zeroed) gradients on the GPU */
-        MF_TRY_GOTO(mf_param_store_mirror(&store, gpu->arena, &tp));
-        MF_TRY_GOTO(mf_param_store_mirror(&gb.views, gpu->arena, &tgs));
-        MF_TRY_GOTO(mf_alphafold_bind(tm, &cfg, &tp));
-        MF_TRY_GOTO(mf_alphafold_bind(tg, &cfg, &tgs));
-    }
+    /* the trunk's parameters and (zeroed) gradients on the GPU */
+    if (gpu) MF_TRY_GOTO(mf_train_trunk_init(tr, gpu->arena, &cfg, &store, &gb.views));
 
     const int64_t N = f.num_res > 0 ? f.num_res : 0, L = cfg.structure_module.num_layers;
     const mf_feature *aa = mf_processed_find(&f, "aatype");
@@ -336,8 +330,8 @@ static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
         /* offloaded checkpoints go to the host context's arena */
         if (o->policy.offload) gpu->host_arena = ctx->arena;
         opt.trunk_ctx = gpu;
-        opt.trunk_model = tm;
-        opt.trunk_grads = tg;
+        opt.trunk_model = &tr->model;
+        opt.trunk_grads = &tr->grad_model;
     }
     if (o->chunk_auto) {
         /* the memory model's per-module chunks for this sample within --mem-budget */
@@ -355,7 +349,7 @@ static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
            mf_policy_describe(&ctx->policy, pol, sizeof pol), o->dropout ? ", dropout on" : "",
            gpu ? ", trunk on the GPU" : "");
     MF_TRY_GOTO(mf_train_step(ctx, m, g, &f, &opt, &res, &outs));
-    if (gpu) MF_TRY_GOTO(mf_train_merge_trunk_grads(&tgs, &gb.views, ctx->arena));
+    if (gpu) MF_TRY_GOTO(mf_train_merge_trunk_grads(&tr->grads, &gb.views, ctx->arena));
     print_losses("loss", &res.loss);
     if (res.use_clamped_fape > 0)
         print_losses("loss_unclamped (use_clamped_fape = 0, no gradient)", &res.loss_unclamped);
@@ -388,15 +382,13 @@ static mf_status run(const options *o, mf_ctx *ctx, mf_ctx *gpu)
 cleanup:
     mf_train_check_report_free(&rep);
     free(host);
-    mf_param_store_free(&tgs);
-    mf_param_store_free(&tp);
+    mf_train_trunk_free(tr);
+    free(tr);
     mf_grad_buffer_free(&gb);
     mf_param_store_free(&store);
     mf_processed_free(&f);
     free(m);
     free(g);
-    free(tm);
-    free(tg);
     return st;
 }
 

@@ -886,6 +886,27 @@ mf_status mf_train_merge_trunk_grads(mf_param_store *trunk, mf_param_store *host
     return MF_OK;
 }
 
+mf_status mf_train_trunk_init(mf_train_trunk *t, mf_arena *arena, const mf_config *cfg,
+                              const mf_param_store *params, const mf_param_store *grads)
+{
+    MF_REQUIRE(t && arena && cfg && params && grads, "trunk mirror: arguments");
+    t->arena = arena;
+    t->mark = mf_arena_mark(arena);
+    MF_TRY(mf_param_store_mirror(params, arena, &t->params));
+    MF_TRY(mf_param_store_mirror(grads, arena, &t->grads));
+    MF_TRY(mf_alphafold_bind(&t->model, cfg, &t->params));
+    return mf_alphafold_bind(&t->grad_model, cfg, &t->grads);
+}
+
+void mf_train_trunk_free(mf_train_trunk *t)
+{
+    if (!t) return;
+    mf_param_store_free(&t->grads);
+    mf_param_store_free(&t->params);
+    if (t->arena) mf_arena_release(t->arena, t->mark);
+    t->arena = NULL;
+}
+
 mf_status mf_train_step(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphafold_model *g,
                         const mf_processed_features *f, const mf_train_step_options *opt,
                         mf_train_step_result *res, mf_train_step_outputs *outs)

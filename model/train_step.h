@@ -136,6 +136,24 @@ mf_status mf_train_iteration(mf_ctx *ctx, const mf_alphafold_model *m, mf_alphaf
 mf_status mf_train_merge_trunk_grads(mf_param_store *trunk, mf_param_store *host,
                                      mf_arena *scratch);
 
+/* The trunk's side of training on another context: mirrors of the host parameters and of the
+ * (zeroed) host gradient views in that context's arena, the network bound to each
+ * (mf_train_step_options.trunk_model = &model, trunk_grads = &grad_model;
+ * mf_train_merge_trunk_grads(&grads, ...) after each step). Large (two bound networks): allocate
+ * it. */
+typedef struct {
+    mf_param_store params, grads;
+    mf_alphafold_model model, grad_model;
+    mf_arena *arena;
+    mf_arena_mark_t mark; /* the arena where mf_train_trunk_init found it */
+} mf_train_trunk;
+
+/* t: zeroed (calloc). On an error t holds what was made: mf_train_trunk_free it. */
+mf_status mf_train_trunk_init(mf_train_trunk *t, mf_arena *arena, const mf_config *cfg,
+                              const mf_param_store *params, const mf_param_store *grads);
+/* The stores' views freed and the arena back at its mark (NULL: nothing). */
+void mf_train_trunk_free(mf_train_trunk *t);
+
 /* The whole step: mf_train_recycled_state for iterations 0 .. n-2, then mf_train_iteration on
  * slice (n-1) mod R. outs may be NULL. f32 models only. Restarts the arena's peak accounting
  * (mf_arena_reset_peak) to measure res->arena_peak. */

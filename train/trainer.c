@@ -396,13 +396,9 @@ typedef struct {
     bool arena_ready;
     mf_ctx ctx;
     bool ctx_ready;
-    /* the trunk on another context (options.trunk_ctx): parameters and gradients there, in its
-     * arena above tmark */
-    mf_param_store tp, tgs;
-    mf_arena *tarena;
-    mf_arena_mark_t tmark;
+    /* the trunk on another context (options.trunk_ctx): parameters and gradients in its arena */
+    mf_train_trunk *trunk;
     mf_ctx *tctx;
-    mf_alphafold_model *tm, *tg;
     mf_train_log log;
     bool log_open;
     sample_batch batches[2];
@@ -413,11 +409,8 @@ static void run_free(run_state *r)
     batch_free(&r->batches[0]);
     batch_free(&r->batches[1]);
     if (r->log_open) mf_train_log_close(&r->log);
-    mf_param_store_free(&r->tgs);
-    mf_param_store_free(&r->tp);
-    free(r->tm);
-    free(r->tg);
-    if (r->tarena) mf_arena_release(r->tarena, r->tmark);
+    mf_train_trunk_free(r->trunk);
+    free(r->trunk);
     /* the trunk context is the caller's: it keeps no pointer into this run's host arena */
     if (r->tctx) r->tctx->host_arena = NULL;
     if (r->ctx_ready) mf_ctx_destroy(&r->ctx);
@@ -490,8 +483,6 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
     mf_param_store_init(&r->store);
     mf_param_store_init(&r->init);
     mf_param_store_init(&r->ema_views);
-    mf_param_store_init(&r->tp);
-    mf_param_store_init(&r->tgs);
     mf_status st = MF_OK;
     r->m = calloc(1, sizeof *r->m);
     r->g = calloc(1, sizeof *r->g);
@@ -663,21 +654,15 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
             st = MF_ERROR(MF_ERR_INVALID, "trainer: the trunk context needs its own arena");
             goto cleanup;
         }
-        r->tarena = tctx->arena;
         r->tctx = tctx;
-        r->tmark = mf_arena_mark(tctx->arena);
         tctx->policy = r->ctx.policy;
         tctx->host_arena = r->ctx.policy.offload ? &r->arena : NULL;
-        r->tm = calloc(1, sizeof *r->tm);
-        r->tg = calloc(1, sizeof *r->tg);
-        if (!r->tm || !r->tg) {
+        r->trunk = calloc(1, sizeof *r->trunk);
+        if (!r->trunk) {
             st = MF_ERROR(MF_ERR_NOMEM, "GPU model");
             goto cleanup;
         }
-        MF_TRY_GOTO(mf_param_store_mirror(&r->store, tctx->arena, &r->tp));
-        MF_TRY_GOTO(mf_param_store_mirror(&r->gex.views, tctx->arena, &r->tgs));
-        MF_TRY_GOTO(mf_alphafold_bind(r->tm, &r->cfg, &r->tp));
-        MF_TRY_GOTO(mf_alphafold_bind(r->tg, &r->cfg, &r->tgs));
+        MF_TRY_GOTO(mf_train_trunk_init(r->trunk, tctx->arena, &r->cfg, &r->store, &r->gex.views));
     }
 
     /* ---- run directory, log ---- */
@@ -737,13 +722,13 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
             so.dropout_seed = derive_seed(seed, STREAM_DROPOUT, (uint64_t)k);
             if (tctx) {
                 so.trunk_ctx = tctx;
-                so.trunk_model = r->tm;
-                so.trunk_grads = r->tg;
+                so.trunk_model = &r->trunk->model;
+                so.trunk_grads = &r->trunk->grad_model;
             }
             mf_train_step_result tr;
             st = mf_train_step(&r->ctx, r->m, r->g, &sb->f[i], &so, &tr, NULL);
             if (st == MF_OK && tctx)
-                st = mf_train_merge_trunk_grads(&r->tgs, &r->gex.views, &r->arena);
+                st = mf_train_merge_trunk_grads(&r->trunk->grads, &r->gex.views, &r->arena);
             if (st != MF_OK) {
                 mf_error_context(st, "step %lld, sample %lld (%s)", (long long)state.step + 1,
                                  (long long)k, sb->info[i].chain);
@@ -769,7 +754,7 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
         for (int s = 0; s < NUM_SUMS; s++) sums[s] /= (double)G;
         mf_optimizer_step_info info;
         MF_TRY_GOTO(mf_optimizer_step(&r->opt, gstep, sums[SUM_TOTAL], &info));
-        if (tctx) MF_TRY_GOTO(mf_param_store_copy_values(&r->tp, &r->store));
+        if (tctx) MF_TRY_GOTO(mf_param_store_copy_values(&r->trunk->params, &r->store));
         state.step++;
         state.rng_counters[CTR_SAMPLE] = (uint64_t)(K + G);
         state.loader_epoch = (K + G) / num_chains;
@@ -786,10 +771,10 @@ mf_status mf_trainer_run(const mf_trainer_options *o, const mf_dist *dist, mf_tr
             ((o->val_every > 0 && state.step % o->val_every == 0) || state.step == o->total_steps);
         if (val_now) {
             /* on the trunk context: its parameters' mirror holds the EMA weights meanwhile */
-            if (tctx) MF_TRY_GOTO(mf_param_store_copy_values(&r->tp, &r->ema_views));
-            st = validate(&r->ctx, r->m_ema, tctx, tctx ? r->tm : NULL, &r->val, &val_lddt,
-                          &val_plddt);
-            if (tctx && st == MF_OK) st = mf_param_store_copy_values(&r->tp, &r->store);
+            if (tctx) MF_TRY_GOTO(mf_param_store_copy_values(&r->trunk->params, &r->ema_views));
+            st = validate(&r->ctx, r->m_ema, tctx, tctx ? &r->trunk->model : NULL, &r->val,
+                          &val_lddt, &val_plddt);
+            if (tctx && st == MF_OK) st = mf_param_store_copy_values(&r->trunk->params, &r->store);
             MF_TRY_GOTO(st);
             res->last_val_lddt_ca = val_lddt;
         }
