@@ -132,9 +132,7 @@ static mf_status run_policy(mf_ctx *ctx, const bench_policy *pol, const mf_evofo
                                                 (mf_evoformer_block_params *)(void *)dP, &saved,
                                                 msa_mask, pair_mask, p, d));
     }
-#ifdef MF_HAVE_CUDA
-    if (ctx->device == MF_DEV_CUDA) MF_TRY_GOTO(mf_cuda_synchronize(ctx->cuda));
-#endif
+    MF_TRY_GOTO(mf_ctx_synchronize(ctx));
     row->seconds = now_s() - t0;
     row->arena_peak = mf_arena_high_water(a) - base;
     row->rss_peak = rss_peak_bytes();
@@ -362,17 +360,12 @@ int mf_bench_evoformer_block(int argc, char **argv)
         gz = hgz;
     } else {
         if (st == MF_OK) st = mf_params_alloc(&arena, sspecs, np, P, "bench.params");
-        if (st == MF_OK) st = mf_arena_tensor(&arena, &m, MF_F32, 3, hm.shape, "bench.in");
-        if (st == MF_OK) st = mf_arena_tensor(&arena, &z, MF_F32, 3, hz.shape, "bench.in");
-        if (st == MF_OK) st = mf_arena_tensor(&arena, &gm, MF_F32, 3, hm.shape, "bench.in");
-        if (st == MF_OK) st = mf_arena_tensor(&arena, &gz, MF_F32, 3, hz.shape, "bench.in");
-#ifdef MF_HAVE_CUDA
         for (int i = 0; st == MF_OK && i < np; i++)
-            st = mf_cuda_copy_to_device(P[i].data, hP[i].data, mf_tensor_bytes(&hP[i]));
-        const mf_tensor *src[4] = {&hm, &hz, &hgm, &hgz}, *dst[4] = {&m, &z, &gm, &gz};
+            st = mf_tensor_transfer(&P[i], &hP[i], "bench.params");
+        const mf_tensor *src[4] = {&hm, &hz, &hgm, &hgz};
+        mf_tensor *dst[4] = {&m, &z, &gm, &gz};
         for (int i = 0; st == MF_OK && i < 4; i++)
-            st = mf_cuda_copy_to_device(dst[i]->data, src[i]->data, mf_tensor_bytes(src[i]));
-#endif
+            st = mf_arena_copy(&arena, dst[i], src[i], "bench.in");
     }
     if (st == MF_OK)
         st = mf_arena_tensor(&arena, &msa_mask, MF_F32, 2, (int64_t[]){S, N}, "bench.in");
